@@ -1,0 +1,291 @@
+"""The `chatlake` command line.
+
+Every command finds the embedded stores of its `$CHATLAKE_HOME` (or the URLs in the
+environment). Results are JSON on stdout; a user's mistake is one line on stderr and a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from chatlake.errors import ChatlakeError
+from chatlake.settings import get_settings
+
+app = typer.Typer(
+    help="chatlake: a multi-tenant chatbot platform built as a conversational lakehouse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+services_app = typer.Typer(help="The embedded PostgreSQL and Redis.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants (platform admin).", no_args_is_help=True)
+keys_app = typer.Typer(help="A tenant's API keys.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks (bench/): print and write JSON.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+app.add_typer(bench_app, name="bench")
+
+
+def emit(payload: Any) -> None:
+    typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+def _tenant_id(value: str) -> str:
+    from uuid import UUID
+
+    try:
+        return str(UUID(value))
+    except ValueError:
+        raise ChatlakeError(f"not a tenant id: {value!r} (expected a UUID)") from None
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="API worker processes")] = 1,
+    no_dagster: Annotated[bool, typer.Option("--no-dagster", help="Do not start Dagster")] = False,
+    no_dashboards: Annotated[
+        bool, typer.Option("--no-dashboards", help="Do not start Streamlit")
+    ] = False,
+) -> None:
+    """Start everything: stores, migrations, demo tenant, API. Ctrl-C stops it all."""
+    from chatlake.launcher import Launcher, banner
+
+    settings = get_settings()
+    launcher = Launcher(
+        settings, port, workers, dagster=not no_dagster, dashboards=not no_dashboards
+    )
+    code = 1
+    try:
+        started = launcher.start()
+        typer.echo(banner(settings, port, started["demo"], settings.run_dir))
+        code = launcher.wait()
+    finally:
+        typer.echo("stopping…", err=True)
+        launcher.shutdown()
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes")] = 1,
+) -> None:
+    """Run only the realtime API (the stores must be running)."""
+    import uvicorn
+
+    from chatlake.embedded import Services
+
+    settings = get_settings()
+    Services(settings).endpoints()  # a clear error now rather than a traceback per worker
+    if workers > 1:
+        metrics_dir = settings.run_dir / f"prometheus-{port}"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    uvicorn.run(
+        "realtime.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@services_app.command("start")
+def services_start() -> None:
+    """Start the embedded stores (idempotent)."""
+    from chatlake.embedded import Services
+
+    services = Services(get_settings())
+    services.start()
+    emit(services.status())
+
+
+@services_app.command("stop")
+def services_stop() -> None:
+    """Stop the embedded stores cleanly."""
+    from chatlake.embedded import Services
+
+    emit({"stopped": Services(get_settings()).stop()})
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Show whether the embedded stores run, with their ports."""
+    from chatlake.embedded import Services
+
+    emit(Services(get_settings()).status())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the PostgreSQL migrations (versioned; running twice is a no-op)."""
+    from chatlake.db.migrate import upgrade
+    from chatlake.embedded import Services
+
+    emit(upgrade(Services(get_settings()).endpoints().database_url))
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: str,
+    rate_limit: Annotated[
+        int | None, typer.Option("--rate-limit", min=1, help="Messages per minute")
+    ] = None,
+    plan: Annotated[str, typer.Option(help="Billing plan")] = "free",
+) -> None:
+    """Create a tenant; prints its id and first API key (shown once)."""
+    from chatlake.launcher import run_control
+
+    settings = get_settings()
+    if not name.strip() or len(name) > 200:
+        raise ChatlakeError("the tenant name must be 1 to 200 characters")
+    limit = rate_limit or settings.default_rate_limit
+
+    async def create(control: Any) -> dict[str, Any]:
+        tenant, issued = await control.create_tenant(name, limit, plan=plan, actor="cli")
+        return {
+            "tenant_id": tenant.tenant_id,
+            "name": tenant.name,
+            "api_key": issued.api_key,
+            "key_id": issued.key_id,
+            "plan": tenant.plan,
+            "rate_limit_per_minute": tenant.rate_limit_per_minute,
+        }
+
+    emit(run_control(settings, create))
+
+
+@tenants_app.command("update")
+def tenants_update(
+    tenant: str,
+    rate_limit: Annotated[
+        int | None, typer.Option("--rate-limit", min=1, help="Messages per minute")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="active or suspended")] = None,
+) -> None:
+    """Change a tenant's rate limit or status."""
+    from chatlake.launcher import run_control
+
+    tenant_id = _tenant_id(tenant)
+    if status not in (None, "active", "suspended"):
+        raise ChatlakeError("--status must be active or suspended")
+    if rate_limit is None and status is None:
+        raise ChatlakeError("nothing to change: give --rate-limit and/or --status")
+
+    async def update(control: Any) -> dict[str, Any]:
+        updated = await control.update_tenant(
+            tenant_id, rate_limit_per_minute=rate_limit, status=status, actor="cli"
+        )
+        return dict(updated.public())
+
+    emit(run_control(get_settings(), update))
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """All tenants (reads as the schema owner: platform operators only)."""
+    from chatlake.db import owner_connection
+    from chatlake.embedded import Services
+
+    with owner_connection(Services(get_settings()).endpoints().database_url) as conn:
+        rows = conn.execute(
+            "select tenant_id, name, plan, rate_limit_per_minute, status, created_at "
+            "from tenants order by created_at"
+        ).fetchall()
+    emit({"tenants": rows})
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant id")],
+    name: Annotated[str, typer.Option(help="A label for the key")] = "default",
+) -> None:
+    """Issue another API key for a tenant (shown once)."""
+    from chatlake.launcher import run_control
+
+    tenant_id = _tenant_id(tenant)
+
+    async def create(control: Any) -> dict[str, Any]:
+        issued = await control.create_api_key(tenant_id, name, actor="cli")
+        return {"key_id": issued.key_id, "name": issued.name, "api_key": issued.api_key}
+
+    emit(run_control(get_settings(), create))
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str, typer.Option(help="Tenant id")]) -> None:
+    """A tenant's API keys (prefixes only)."""
+    from chatlake.launcher import run_control
+
+    tenant_id = _tenant_id(tenant)
+
+    async def listing(control: Any) -> dict[str, Any]:
+        return {"api_keys": await control.list_api_keys(tenant_id)}
+
+    emit(run_control(get_settings(), listing))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, tenant: Annotated[str, typer.Option(help="Tenant id")]) -> None:
+    """Revoke an API key; it stops working at once."""
+    from chatlake.launcher import run_control
+
+    tenant_id = _tenant_id(tenant)
+
+    async def revoke(control: Any) -> dict[str, Any]:
+        await control.revoke_api_key(tenant_id, key_id, actor="cli")
+        return {"revoked": key_id}
+
+    emit(run_control(get_settings(), revoke))
+
+
+@bench_app.command("realtime")
+def bench_realtime(
+    duration: Annotated[float, typer.Option(help="Seconds per measurement")] = 10.0,
+    connections: Annotated[int, typer.Option(help="Concurrent connections")] = 64,
+    conversations: Annotated[int, typer.Option(help="Distinct conversations")] = 2000,
+    workers: Annotated[int, typer.Option(min=1, help="Server worker processes")] = 1,
+    rate: Annotated[int, typer.Option(help="Fixed rate (msg/s) for the latency run")] = 1000,
+    out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
+) -> None:
+    """POST /v1/messages under load, against two ceilings measured in the same run."""
+    from bench.realtime import run
+
+    emit(run(get_settings(), duration, connections, conversations, workers, rate, out))
+
+
+def main() -> None:
+    import psycopg
+    import pydantic
+    import redis
+
+    try:
+        app()
+    except ChatlakeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"CHATLAKE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        typer.echo(f"error: invalid configuration: {problems}", err=True)
+        sys.exit(1)
+    except (psycopg.OperationalError, redis.ConnectionError) as exc:
+        typer.echo(f"error: cannot reach a store: {exc}", err=True)
+        sys.exit(1)

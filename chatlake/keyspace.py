@@ -1,0 +1,69 @@
+"""Redis keys: every tenant key is prefixed and hash-tagged by tenant.
+
+`cl:{<tenant_id>}:…` puts all of a tenant's keys in one Redis Cluster slot, so the hot path's
+scripts (auth, rate limit, state, event append) touch one slot and stay atomic at scale.
+This is the one place that names Redis keys and builds Redis clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+
+# The set of per-tenant event streams, read by the ingest worker.
+EVENT_STREAMS = "cl:event-streams"
+
+
+@dataclass(frozen=True)
+class TenantKeyspace:
+    tenant_id: str
+
+    @property
+    def prefix(self) -> str:
+        return f"cl:{{{self.tenant_id}}}"
+
+    @property
+    def tenant(self) -> str:
+        """Hash: the tenant's status and rate limit, cached from PostgreSQL."""
+        return f"{self.prefix}:tenant"
+
+    def api_key(self, key_hash_hex: str) -> str:
+        """String: the key id of a live API key (empty for a known-bad key), cached."""
+        return f"{self.prefix}:apikey:{key_hash_hex}"
+
+    @property
+    def rate_limit(self) -> str:
+        """String: the GCRA theoretical arrival time of the tenant's next message."""
+        return f"{self.prefix}:rl"
+
+    def conversation(self, conversation_id: str) -> str:
+        """Hash: a conversation's metadata and engine state."""
+        return f"{self.prefix}:conv:{conversation_id}"
+
+    def messages(self, conversation_id: str) -> str:
+        """List: a conversation's messages (JSON events), oldest first."""
+        return f"{self.prefix}:conv:{conversation_id}:msgs"
+
+    def user_conversations(self, user_id: str) -> str:
+        """Sorted set: a user's conversation ids scored by last activity."""
+        return f"{self.prefix}:user:{user_id}:convs"
+
+    @property
+    def events(self) -> str:
+        """Stream: every message and conversation event of the tenant, in order."""
+        return f"{self.prefix}:events"
+
+
+def redis_client(url: str, max_connections: int = 64) -> Redis:
+    """An async Redis client that rides out a restart of the server (AOF reload included)."""
+    return Redis.from_url(
+        url,
+        max_connections=max_connections,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=8),
+        retry_on_error=[ConnectionError, TimeoutError, BusyLoadingError],
+        health_check_interval=30,
+    )

@@ -1,0 +1,192 @@
+"""`chatlake up`: start the stores, migrate, seed the demo tenant, run the platform's processes.
+
+Each process (the API now; the ingest worker, Dagster and Streamlit as they land) is a child
+that `up` supervises: if one exits, or on Ctrl-C, all of them stop, then the stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chatlake.db.migrate import upgrade
+from chatlake.embedded import Services
+from chatlake.errors import ChatlakeError
+from chatlake.settings import Settings
+from chatlake.tenants import ControlPlane, control_plane
+
+DEMO_TENANT = "demo"
+
+
+def run_control(settings: Settings, action: Any) -> Any:
+    """Run the coroutine `action(control_plane)` to completion."""
+
+    async def run() -> Any:
+        async with control_plane(settings) as control:
+            return await action(control)
+
+    return asyncio.run(run())
+
+
+def seed_demo_tenant(settings: Settings) -> dict[str, str]:
+    """The demo tenant and a working API key, kept in `$CHATLAKE_HOME/demo-tenant.json`."""
+    path = settings.home / "demo-tenant.json"
+
+    async def ensure(control: ControlPlane) -> dict[str, str]:
+        from chatlake.apikeys import parse_api_key
+
+        if path.exists():
+            stored = json.loads(path.read_text())
+            key = parse_api_key(stored.get("api_key", ""))
+            if key is not None and await control.authenticate_from_store(key):
+                return dict(stored)
+        tenant, issued = await control.create_tenant(
+            DEMO_TENANT, settings.default_rate_limit, actor="chatlake-up"
+        )
+        return {"tenant_id": tenant.tenant_id, "name": tenant.name, "api_key": issued.api_key}
+
+    demo: dict[str, str] = run_control(settings, ensure)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(demo, handle, indent=2)
+    return demo
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    url: str
+    ready_path: str
+    process: subprocess.Popen[bytes] | None = field(default=None)
+
+
+def wait_http_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ChatlakeError(f"{url} exited with code {process.returncode} while starting")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise ChatlakeError(f"{url} did not become ready within {timeout:.0f} s")
+
+
+class Launcher:
+    def __init__(
+        self, settings: Settings, port: int, workers: int, dagster: bool, dashboards: bool
+    ) -> None:
+        self.settings = settings
+        self.port = port
+        self.workers = workers
+        self.dagster = dagster
+        self.dashboards = dashboards
+        self.services = Services(settings)
+        self.children: list[Child] = []
+
+    def _planned_children(self) -> list[Child]:
+        api = Child(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "chatlake",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            url=f"http://127.0.0.1:{self.port}",
+            ready_path="/readyz",
+        )
+        # The ingest worker, Dagster and Streamlit join here as their issues land;
+        # --no-dagster and --no-dashboards already switch them off.
+        return [api]
+
+    def start(self) -> dict[str, Any]:
+        started = self.services.start()
+        migration = upgrade(self.services.endpoints().database_url)
+        demo = seed_demo_tenant(self.settings)
+        for child in self._planned_children():
+            log = open(self.settings.run_dir / f"{child.name}.log", "ab")
+            child.process = subprocess.Popen(
+                child.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )  # Ctrl-C reaches `up` alone, which stops the children in order
+            self.children.append(child)
+            wait_http_ready(child.url + child.ready_path, child.process)
+        return {"services": started, "migration": migration, "demo": demo}
+
+    def wait(self) -> int:
+        """Block until Ctrl-C/SIGTERM or a child exits; returns the exit code for `up`."""
+        stop = False
+
+        def on_signal(*_: Any) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            while not stop:
+                for child in self.children:
+                    assert child.process is not None
+                    if child.process.poll() is not None:
+                        print(
+                            f"{child.name} exited with code {child.process.returncode}; "
+                            f"see {self.settings.run_dir / (child.name + '.log')}",
+                            file=sys.stderr,
+                        )
+                        return 1
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        return 0
+
+    def shutdown(self) -> None:
+        # A second Ctrl-C must not cut the shutdown short and leave the stores running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for child in self.children:
+            if child.process and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        for child in self.children:
+            if child.process:
+                try:
+                    child.process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+        self.services.stop()
+
+
+def banner(settings: Settings, port: int, demo: dict[str, str], log_dir: Path) -> str:
+    base = f"http://127.0.0.1:{port}"
+    return "\n".join(
+        [
+            "chatlake is up.",
+            f"  API            {base}  (docs {base}/docs)",
+            f"  metrics        {base}/metrics",
+            f"  home           {settings.home}  (logs in {log_dir})",
+            f"  demo tenant    {demo['tenant_id']}",
+            f"  demo API key   {demo['api_key']}",
+            "",
+            "Try it:",
+            f"  curl -s {base}/v1/messages \\",
+            f"    -H 'Authorization: Bearer {demo['api_key']}' \\",
+            "    -H 'Content-Type: application/json' \\",
+            """    -d '{"user_id": "alice", "text": "hello"}'""",
+            "",
+            "Ctrl-C stops everything.",
+        ]
+    )

@@ -1,0 +1,105 @@
+"""The one settings object of the platform, read from `CHATLAKE_*` environment variables.
+
+In development (the default) secrets that are not set are generated once and kept in
+`$CHATLAKE_HOME/secrets.json`; in production a missing or default secret is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chatlake.errors import ConfigError
+
+GENERATED_SECRETS = (
+    "admin_token",
+    "master_key",
+    "postgres_password",
+    "app_db_password",
+    "redis_password",
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHATLAKE_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    home: Path = Path(".chatlake")
+
+    database_url: str | None = None
+    app_database_url: str | None = None
+    redis_url: str | None = None
+    lake_uri: str | None = None
+    event_bus: Literal["redis", "kafka"] = "redis"
+    kafka_bootstrap: str | None = None
+    master_key: str | None = None
+    admin_token: str | None = None
+    warehouse_path: Path | None = None
+
+    open_signup: bool = False
+    conversation_ttl_days: int = Field(default=90, ge=1, le=3650)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    default_rate_limit: int = Field(default=600, ge=1)
+    db_pool_size: int = Field(default=4, ge=1)
+    log_level: str = "INFO"
+    access_log: bool = True
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def lake_root(self) -> str:
+        return self.lake_uri or str(self.home / "lake")
+
+    @property
+    def warehouse(self) -> Path:
+        return self.warehouse_path or self.home / "warehouse.duckdb"
+
+    @property
+    def conversation_ttl_seconds(self) -> int:
+        return self.conversation_ttl_days * 86400
+
+    def secret(self, name: str) -> str:
+        """A secret from the environment or, in development, from `$CHATLAKE_HOME/secrets.json`."""
+        value = getattr(self, name, None)
+        if value:
+            if self.env == "production" and value in {"changethis", "change-me", "secret"}:
+                raise ConfigError(f"CHATLAKE_{name.upper()} has a default value; set a real secret")
+            return str(value)
+        if self.env == "production" and name in ("admin_token", "master_key"):
+            raise ConfigError(f"CHATLAKE_{name.upper()} must be set when CHATLAKE_ENV=production")
+        return _dev_secrets(self.home)[name]
+
+
+def _dev_secrets(home: Path) -> dict[str, str]:
+    path = home / "secrets.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = [name for name in GENERATED_SECRETS if name not in stored]
+    if missing:
+        for name in missing:
+            stored[name] = secrets.token_urlsafe(24)
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(stored, handle, indent=2)
+        tmp.replace(path)
+    return stored
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

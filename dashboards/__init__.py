@@ -1,0 +1,1 @@
+"""Streamlit multipage app for tenant analysts: analytics and billing, tenant-scoped."""

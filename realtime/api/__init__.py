@@ -1,0 +1,1 @@
+"""HTTP API: routers, dependencies, request/response models and the error contract."""

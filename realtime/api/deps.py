@@ -1,0 +1,57 @@
+"""Dependencies shared by the routers, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from chatlake.apikeys import ParsedKey
+from realtime.auth import admit, check_admin_token, parse_bearer
+from realtime.platform import Platform
+
+bearer = HTTPBearer(auto_error=False, description="A tenant API key or the platform admin token")
+
+
+def get_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def get_api_key(credentials: Credentials) -> ParsedKey:
+    return parse_bearer(credentials.credentials if credentials else None)
+
+
+ApiKeyDep = Annotated[ParsedKey, Depends(get_api_key)]
+
+
+@dataclass(frozen=True)
+class TenantContext:
+    tenant_id: str
+    key_id: str
+
+    @property
+    def actor(self) -> str:
+        return f"api_key:{self.key_id}"
+
+
+async def get_tenant(platform: PlatformDep, key: ApiKeyDep) -> TenantContext:
+    admission = await admit(platform, key)
+    assert admission.key_id is not None
+    return TenantContext(tenant_id=key.tenant_id, key_id=admission.key_id)
+
+
+TenantDep = Annotated[TenantContext, Depends(get_tenant)]
+
+
+def require_admin(platform: PlatformDep, credentials: Credentials) -> None:
+    check_admin_token(platform, credentials.credentials if credentials else None)
+
+
+AdminDep = Depends(require_admin)

@@ -1,0 +1,43 @@
+"""Liveness, readiness (the stores answer) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from realtime.api.deps import PlatformDep
+from realtime.api.errors import error_response
+from realtime.observability import metrics_payload
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(platform: PlatformDep) -> Response:
+    async def postgres() -> None:
+        async with platform.pool.connection(timeout=2) as conn:
+            await conn.execute("select 1")
+
+    checks = {"postgres": postgres(), "redis": platform.redis.ping()}
+    results = await asyncio.gather(
+        *(asyncio.wait_for(check, 3) for check in checks.values()), return_exceptions=True
+    )
+    failing = [
+        name for name, r in zip(checks, results, strict=True) if isinstance(r, BaseException)
+    ]
+    if failing:
+        return error_response(503, "unavailable", f"not ready: {', '.join(failing)} unreachable")
+    return Response(b'{"status":"ready"}', media_type="application/json")
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    payload, content_type = metrics_payload()
+    return Response(payload, media_type=content_type)

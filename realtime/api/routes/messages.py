@@ -1,0 +1,113 @@
+"""`POST /v1/messages`: the hot path (auth, rate limit, state, reply, event append)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from realtime.api.deps import ApiKeyDep, PlatformDep
+from realtime.api.errors import ApiError
+from realtime.api.schemas import ErrorOut, MessageIn, MessageOut
+from realtime.auth import admit
+from realtime.engine.rules import rule_reply
+from realtime.events import encode, message_event
+from realtime.observability import EVENTS_APPENDED, MESSAGES
+
+router = APIRouter(prefix="/v1", tags=["messages"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429)
+}
+
+
+@router.post("/messages", response_model=MessageOut, responses=ERRORS)
+async def post_message(body: MessageIn, platform: PlatformDep, key: ApiKeyDep) -> Response:
+    """Send an end user's message; the bot's replies come back in the response."""
+    started = time.perf_counter()
+    admission = await admit(platform, key, rate_limited=True, conversation_id=body.conversation_id)
+    if admission.status == "no_conversation":
+        raise ApiError(404, f"conversation {body.conversation_id} not found")
+    conversation = admission.conversation
+    if conversation is not None and conversation.get("user_id") != body.user_id:
+        raise ApiError(
+            409, "the conversation belongs to another user", code="conversation_user_mismatch"
+        )
+
+    tenant_id = key.tenant_id
+    conversation_id = body.conversation_id or uuid4().hex
+    received_at = datetime.now(UTC)
+    reply = rule_reply(body.text, body.type)
+    common = {
+        "tenant_id": tenant_id,
+        "conversation_id": conversation_id,
+        "user_id": body.user_id,
+        "channel": body.channel,
+        "language": body.language,
+    }
+    inbound = message_event(
+        **common,
+        direction="in",
+        type=body.type,
+        text=body.text,
+        payload=body.payload,
+        intent=reply.intent,
+        confidence=reply.confidence,
+        created_at=received_at,
+    )
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    replied_at = datetime.now(UTC)
+    outbound = [
+        message_event(
+            **common,
+            direction="out",
+            type="text",
+            text=text,
+            tier=reply.tier,
+            provider=reply.provider,
+            model=reply.model,
+            latency_ms=latency_ms,
+            created_at=replied_at,
+        )
+        for text in reply.texts
+    ]
+    fields = {"updated_at": replied_at.isoformat(), "channel": body.channel}
+    if conversation is None:
+        fields |= {"user_id": body.user_id, "created_at": received_at.isoformat()}
+    events = [inbound, *outbound]
+    await platform.store.record(
+        tenant_id,
+        conversation_id,
+        body.user_id,
+        fields,
+        [encode(event) for event in events],
+        activity_ms=int(replied_at.timestamp() * 1000),
+    )
+    EVENTS_APPENDED.inc(len(events))
+    MESSAGES.labels("in", "").inc()
+    MESSAGES.labels("out", reply.tier).inc(len(outbound))
+
+    answered_by: dict[str, str] = {"tier": reply.tier}
+    if reply.provider:
+        answered_by["provider"] = reply.provider
+    if reply.model:
+        answered_by["model"] = reply.model
+    result = {
+        "conversation_id": conversation_id,
+        "message_id": inbound["event_id"],
+        "replies": [
+            {"type": event["type"], "text": event["text"], "message_id": event["event_id"]}
+            for event in outbound
+        ],
+        "intent": (
+            {"name": reply.intent, "confidence": reply.confidence} if reply.intent else None
+        ),
+        "handoff": reply.handoff,
+        "answered_by": answered_by,
+    }
+    return Response(orjson.dumps(result), media_type="application/json")

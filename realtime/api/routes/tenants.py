@@ -1,0 +1,73 @@
+"""Tenants (platform admin) and the calling tenant's own record."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, status
+from fastapi.security import HTTPAuthorizationCredentials
+
+from realtime.api.deps import PlatformDep, TenantDep, bearer
+from realtime.api.errors import ApiError
+from realtime.api.schemas import ErrorOut, TenantCreated, TenantIn, TenantOut, TenantPatch
+from realtime.auth import check_admin_token
+
+router = APIRouter(prefix="/v1", tags=["tenants"])
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422)}
+
+
+@router.post(
+    "/tenants",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TenantCreated,
+    responses=ERRORS,
+)
+async def create_tenant(
+    body: TenantIn,
+    platform: PlatformDep,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+) -> TenantCreated:
+    """Create a tenant and its first API key (shown once). Needs the platform admin token
+    unless open sign-up is enabled."""
+    actor = "open-signup"
+    if not platform.settings.open_signup or credentials is not None:
+        check_admin_token(platform, credentials.credentials if credentials else None)
+        actor = "platform-admin"
+    rate_limit = body.rate_limit_per_minute or platform.settings.default_rate_limit
+    tenant, issued = await platform.control.create_tenant(
+        body.name, rate_limit, plan=body.plan, actor=actor
+    )
+    return TenantCreated(
+        tenant_id=tenant.tenant_id,
+        name=tenant.name,
+        api_key=issued.api_key,
+        key_id=issued.key_id,
+        plan=tenant.plan,
+        rate_limit_per_minute=tenant.rate_limit_per_minute,
+    )
+
+
+@router.patch("/tenants/{tenant_id}", response_model=TenantOut, responses=ERRORS)
+async def update_tenant(
+    tenant_id: str,
+    body: TenantPatch,
+    platform: PlatformDep,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+) -> TenantOut:
+    """Change a tenant's rate limit or status (platform admin)."""
+    check_admin_token(platform, credentials.credentials if credentials else None)
+    try:
+        tenant_id = str(UUID(tenant_id))
+    except ValueError:
+        raise ApiError(404, f"tenant {tenant_id} not found") from None
+    tenant = await platform.control.update_tenant(
+        tenant_id, rate_limit_per_minute=body.rate_limit_per_minute, status=body.status
+    )
+    return TenantOut(**tenant.public())
+
+
+@router.get("/tenant", response_model=TenantOut, responses=ERRORS)
+async def get_own_tenant(tenant: TenantDep, platform: PlatformDep) -> TenantOut:
+    """The calling tenant."""
+    return TenantOut(**(await platform.control.get_tenant(tenant.tenant_id)).public())

@@ -1,0 +1,167 @@
+"""Request and response models: the OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CHANNELS = ("web", "api", "whatsapp", "messenger", "slack", "teams", "twilio", "twilio-voice")
+MESSAGE_TYPES = (
+    "text",
+    "image",
+    "file",
+    "audio",
+    "video",
+    "location",
+    "contact",
+    "sticker",
+    "quick_reply",
+    "postback",
+    "button",
+    "card",
+    "carousel",
+    "template",
+    "reaction",
+    "event",
+)
+Channel = Literal[CHANNELS]  # type: ignore[valid-type]
+MessageType = Literal[MESSAGE_TYPES]  # type: ignore[valid-type]
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class MessageIn(StrictModel):
+    user_id: str = Field(
+        min_length=1, max_length=256, description="The end user, as the tenant knows them"
+    )
+    text: str = Field(default="", max_length=8192)
+    conversation_id: str | None = Field(default=None, pattern=CONVERSATION_ID_PATTERN)
+    channel: Channel = "api"
+    type: MessageType = "text"
+    payload: dict[str, Any] | None = None
+    language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+class Intent(BaseModel):
+    name: str
+    confidence: float
+
+
+class ReplyOut(BaseModel):
+    type: str
+    text: str
+    message_id: str
+
+
+class AnsweredBy(BaseModel):
+    tier: Literal["flow", "llm", "knowledge", "rules"]
+    provider: str | None = None
+    model: str | None = None
+
+
+class MessageOut(BaseModel):
+    conversation_id: str
+    message_id: str
+    replies: list[ReplyOut]
+    intent: Intent | None
+    handoff: bool
+    answered_by: AnsweredBy
+
+
+class MessageRecord(BaseModel):
+    message_id: str
+    direction: Literal["in", "out"]
+    type: str
+    text: str
+    payload: dict[str, Any] | None = None
+    intent: str | None = None
+    confidence: float | None = None
+    created_at: str
+
+
+class ConversationOut(BaseModel):
+    conversation_id: str
+    user_id: str
+    channel: str
+    created_at: str
+    updated_at: str
+    message_count: int
+    messages: list[MessageRecord]
+
+
+class ConversationSummary(BaseModel):
+    conversation_id: str
+    user_id: str
+    channel: str
+    created_at: str
+    updated_at: str
+    message_count: int
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationSummary]
+
+
+class TenantIn(StrictModel):
+    name: str = Field(min_length=1, max_length=200)
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
+    plan: str = Field(default="free", min_length=1, max_length=50)
+
+
+class TenantCreated(BaseModel):
+    tenant_id: str
+    name: str
+    api_key: str
+    key_id: str
+    plan: str
+    rate_limit_per_minute: int
+
+
+class TenantPatch(StrictModel):
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
+    status: Literal["active", "suspended"] | None = None
+
+
+class TenantOut(BaseModel):
+    tenant_id: str
+    name: str
+    plan: str
+    rate_limit_per_minute: int
+    status: str
+    created_at: str
+
+
+class ApiKeyIn(StrictModel):
+    name: str = Field(default="default", min_length=1, max_length=100)
+
+
+class ApiKeyCreated(BaseModel):
+    key_id: str
+    name: str
+    api_key: str
+    display_prefix: str
+
+
+class ApiKeyOut(BaseModel):
+    key_id: str
+    name: str
+    display_prefix: str
+    created_at: str
+    revoked_at: str | None
+
+
+class ApiKeyList(BaseModel):
+    api_keys: list[ApiKeyOut]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

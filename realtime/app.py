@@ -1,0 +1,63 @@
+"""The FastAPI application factory; the lifespan opens and closes the store clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+import psycopg_pool
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from chatlake import __version__
+from chatlake.settings import Settings, get_settings
+from realtime.api.errors import error_response, install_error_handlers
+from realtime.api.routes import api_keys, conversations, health, messages, tenants
+from realtime.observability import BodyLimitMiddleware, RequestContextMiddleware, configure_logging
+from realtime.platform import Platform
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        platform = await Platform.open(settings)
+        app.state.platform = platform
+        try:
+            yield
+        finally:
+            await platform.close()
+
+    app = FastAPI(
+        title="chatlake",
+        version=__version__,
+        summary="Multi-tenant chatbot platform: the realtime API",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    async def store_unavailable(_: Request, exc: Exception) -> Response:
+        return error_response(
+            503,
+            "unavailable",
+            f"a store is unavailable ({type(exc).__name__}); retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+    for exc_type in (
+        psycopg.OperationalError,
+        psycopg_pool.PoolTimeout,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+    ):
+        app.add_exception_handler(exc_type, store_unavailable)
+
+    for module in (health, tenants, api_keys, messages, conversations):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    return app

@@ -1,0 +1,1 @@
+"""The conversation engine: what the bot answers."""

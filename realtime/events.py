@@ -1,0 +1,79 @@
+"""Message events: what the realtime path appends to the event log for every message.
+
+The fields are the columns of the lake's `bronze/messages` table (lake/schemas.py);
+`payload` travels as a JSON string so the row stays flat.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, TypedDict
+from uuid import uuid4
+
+import orjson
+
+
+class MessageEvent(TypedDict):
+    event_id: str
+    event_type: str
+    tenant_id: str
+    conversation_id: str
+    user_id: str
+    channel: str
+    direction: Literal["in", "out"]
+    type: str
+    text: str
+    payload: str | None
+    language: str | None
+    intent: str | None
+    confidence: float | None
+    tier: str | None
+    provider: str | None
+    model: str | None
+    latency_ms: float | None
+    created_at: str
+
+
+def message_event(
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    user_id: str,
+    channel: str,
+    direction: Literal["in", "out"],
+    type: str,
+    text: str,
+    created_at: datetime,
+    payload: dict[str, Any] | None = None,
+    language: str | None = None,
+    intent: str | None = None,
+    confidence: float | None = None,
+    tier: str | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    latency_ms: float | None = None,
+) -> MessageEvent:
+    return MessageEvent(
+        event_id=uuid4().hex,
+        event_type="message",
+        tenant_id=tenant_id,
+        conversation_id=conversation_id,
+        user_id=user_id,
+        channel=channel,
+        direction=direction,
+        type=type,
+        text=text,
+        payload=orjson.dumps(payload).decode() if payload is not None else None,
+        language=language,
+        intent=intent,
+        confidence=confidence,
+        tier=tier,
+        provider=provider,
+        model=model,
+        latency_ms=latency_ms,
+        created_at=created_at.isoformat(),
+    )
+
+
+def encode(event: MessageEvent) -> bytes:
+    return orjson.dumps(event)

@@ -1,0 +1,164 @@
+"""Structured JSON logs with a request id, Prometheus metrics, and the request-size limit.
+
+Both middlewares are plain ASGI (no per-request task or body copy), because they sit in
+front of the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from uuid import uuid4
+
+import orjson
+import structlog
+from fastapi import HTTPException
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from realtime.api.errors import error_response
+
+REQUESTS = Counter(
+    "chatlake_http_requests_total", "HTTP requests answered", ["method", "route", "status"]
+)
+REQUEST_SECONDS = Histogram(
+    "chatlake_http_request_duration_seconds",
+    "Time to answer an HTTP request",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+MESSAGES = Counter("chatlake_messages_total", "Messages handled", ["direction", "tier"])
+RATE_LIMITED = Counter("chatlake_rate_limited_total", "Messages refused by the rate limit")
+EVENTS_APPENDED = Counter("chatlake_events_appended_total", "Events appended to the event log")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.BytesLoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+
+
+def metrics_payload() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+class RequestContextMiddleware:
+    """Request id (from `X-Request-ID` or new), timing, metrics and one access-log line."""
+
+    def __init__(self, app: ASGIApp, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+        self.log = structlog.get_logger("chatlake.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+                break
+        request_id = request_id or uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+        started = time.perf_counter()
+        header = (b"x-request-id", request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            route_path = getattr(route, "path", "unmatched")
+            REQUESTS.labels(scope["method"], route_path, str(status)).inc()
+            REQUEST_SECONDS.labels(scope["method"], route_path).observe(elapsed)
+            if self.access_log:
+                self.log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    ms=round(elapsed * 1000, 2),
+                )
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    await error_response(400, "bad_request", "invalid Content-Length")(
+                        scope, receive, send
+                    )
+                    return
+                if too_big:
+                    await self._reject(scope, receive, send)
+                    return
+                break
+        received = 0
+        limit = self.max_bytes
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # Raised inside body parsing, so the error handlers answer 413.
+                    raise HTTPException(413, f"the request body is over the limit of {limit} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            "payload_too_large",
+            f"the request body is over the limit of {self.max_bytes} bytes",
+        )
+        await response(scope, receive, send)

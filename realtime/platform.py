@@ -1,0 +1,43 @@
+"""What a running API process holds: settings, store clients, and the services built on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from chatlake.db import AppPool, open_app_pool
+from chatlake.embedded import Endpoints, Services
+from chatlake.keyspace import redis_client
+from chatlake.settings import Settings
+from chatlake.tenants import ControlPlane
+from realtime.state import ConversationStore
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    endpoints: Endpoints
+    pool: AppPool
+    redis: Redis
+    store: ConversationStore
+    control: ControlPlane
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Platform:
+        endpoints = Services(settings).endpoints()
+        pool = open_app_pool(endpoints.app_database_url, max_size=settings.db_pool_size)
+        await pool.open(wait=False)
+        redis = redis_client(endpoints.redis_url)
+        return cls(
+            settings=settings,
+            endpoints=endpoints,
+            pool=pool,
+            redis=redis,
+            store=ConversationStore(redis, settings.conversation_ttl_seconds),
+            control=ControlPlane(pool, redis),
+        )
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.redis.aclose()

@@ -1,0 +1,180 @@
+"""Conversation state and the event log in Redis, read and written in one round trip each.
+
+Two Lua scripts carry the hot path:
+
+* `admit` authenticates the API key against the cached key entry, checks the tenant's
+  status, applies the tenant's GCRA rate limit and loads the conversation, atomically.
+* `record` writes the conversation's new state, appends the messages to the conversation,
+  indexes it under the user and XADDs one event per message to the tenant's event stream,
+  atomically: a reply is returned only after its events are in the stream.
+
+All keys of one call share the tenant's hash tag, so both scripts run unchanged on Redis
+Cluster. Data survives a Redis restart through the AOF (fsync every second).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+from redis.asyncio import Redis
+
+from chatlake.apikeys import ParsedKey
+from chatlake.keyspace import TenantKeyspace
+
+ADMIT = """
+local key_id = redis.call('GET', KEYS[2])
+if not key_id then return {'miss'} end
+if key_id == '' then return {'unauthorized'} end
+local tenant = redis.call('HMGET', KEYS[1], 'status', 'rate_limit')
+if not tenant[1] then return {'miss'} end
+if tenant[1] ~= 'active' then return {'suspended'} end
+if tonumber(ARGV[1]) > 0 then
+  -- GCRA: one message every 60/limit seconds, with a burst of a whole minute's allowance
+  local limit = tonumber(tenant[2])
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+  local interval = 60000000 / limit
+  local tat = tonumber(redis.call('GET', KEYS[3]) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allowed_at = new_tat - 60000000
+  if allowed_at > now then
+    return {'limited', string.format('%d', math.ceil((allowed_at - now) / 1000000))}
+  end
+  redis.call('SET', KEYS[3], string.format('%d', new_tat),
+             'PX', math.ceil((new_tat - now) / 1000) + 1000)
+end
+if #KEYS < 4 then return {'ok', key_id} end
+local conversation = redis.call('HGETALL', KEYS[4])
+if #conversation == 0 then return {'no_conversation', key_id} end
+return {'ok', key_id, conversation}
+"""
+
+RECORD = """
+local ttl = tonumber(ARGV[1])
+local nfields = tonumber(ARGV[4])
+local fields = {}
+for i = 1, nfields * 2 do fields[i] = ARGV[4 + i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+local first_event = 5 + nfields * 2
+local ids = {}
+for i = first_event, #ARGV do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+  ids[#ids + 1] = redis.call('XADD', KEYS[4], '*', 'event', ARGV[i])
+end
+redis.call('HINCRBY', KEYS[1], 'message_count', #ARGV - first_event + 1)
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
+return ids
+"""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The outcome of `admit`: `status` is ok, miss, unauthorized, suspended, limited or
+    no_conversation."""
+
+    status: str
+    key_id: str | None = None
+    retry_after: int = 0
+    conversation: dict[str, str] | None = None
+
+
+def _decode_hash(flat: list[bytes]) -> dict[str, str]:
+    return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+
+class ConversationStore:
+    def __init__(self, redis: Redis, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.ttl_seconds = ttl_seconds
+        self._admit = redis.register_script(ADMIT)
+        self._record = redis.register_script(RECORD)
+
+    async def admit(
+        self, key: ParsedKey, *, rate_limited: bool, conversation_id: str | None = None
+    ) -> Admission:
+        keys = TenantKeyspace(key.tenant_id)
+        script_keys = [keys.tenant, keys.api_key(key.digest_hex), keys.rate_limit]
+        if conversation_id is not None:
+            script_keys.append(keys.conversation(conversation_id))
+        result = await self._admit(keys=script_keys, args=[1 if rate_limited else 0])
+        status = result[0].decode()
+        if status == "limited":
+            return Admission(status, retry_after=max(1, int(result[1])))
+        key_id = result[1].decode() if len(result) > 1 else None
+        conversation = _decode_hash(result[2]) if len(result) > 2 else None
+        return Admission(status, key_id=key_id, conversation=conversation)
+
+    async def record(
+        self,
+        tenant_id: str,
+        conversation_id: str,
+        user_id: str,
+        fields: dict[str, str],
+        events: list[bytes],
+        activity_ms: int,
+    ) -> list[bytes]:
+        """Persist the conversation's new state and append `events` (encoded JSON)."""
+        keys = TenantKeyspace(tenant_id)
+        flat: list[str | bytes] = []
+        for name, value in fields.items():
+            flat += [name, value]
+        args: list[Any] = [self.ttl_seconds, activity_ms, conversation_id, len(fields), *flat]
+        args += events
+        ids: list[bytes] = await self._record(
+            keys=[
+                keys.conversation(conversation_id),
+                keys.messages(conversation_id),
+                keys.user_conversations(user_id),
+                keys.events,
+            ],
+            args=args,
+        )
+        return ids
+
+    async def conversation(
+        self, tenant_id: str, conversation_id: str
+    ) -> tuple[dict[str, str], list[dict[str, Any]]] | None:
+        keys = TenantKeyspace(tenant_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.conversation(conversation_id))
+            pipe.lrange(keys.messages(conversation_id), 0, -1)
+            meta, messages = await pipe.execute()
+        if not meta:
+            return None
+        return (
+            {k.decode(): v.decode() for k, v in meta.items()},
+            [orjson.loads(raw) for raw in messages],
+        )
+
+    async def user_conversations(
+        self, tenant_id: str, user_id: str, limit: int
+    ) -> list[dict[str, str]]:
+        keys = TenantKeyspace(tenant_id)
+        index = keys.user_conversations(user_id)
+        raw_ids = cast(list[bytes], await self.redis.zrevrange(index, 0, limit - 1))
+        ids = [raw.decode() for raw in raw_ids]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conversation_id in ids:
+                pipe.hgetall(keys.conversation(conversation_id))
+            metas = await pipe.execute()
+        found = []
+        expired = []
+        for conversation_id, meta in zip(ids, metas, strict=True):
+            if not meta:
+                expired.append(conversation_id)
+                continue
+            found.append(
+                {"conversation_id": conversation_id}
+                | {k.decode(): v.decode() for k, v in meta.items()}
+            )
+        if expired:  # the index outlives conversations that expired on their own
+            await self.redis.zrem(index, *expired)
+        return found

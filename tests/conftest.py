@@ -1,0 +1,73 @@
+"""Fixtures: one set of real embedded stores for the session, the app, tenants."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from chatlake.db.migrate import upgrade
+from chatlake.embedded import Endpoints, Services
+from chatlake.settings import Settings, get_settings
+from tests.utils.factories import TenantHandle, create_tenant
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    path = tmp_path_factory.mktemp("chatlake-home")
+    previous = os.environ.get("CHATLAKE_HOME")
+    os.environ["CHATLAKE_HOME"] = str(path)
+    for name in ("CHATLAKE_DATABASE_URL", "CHATLAKE_REDIS_URL", "CHATLAKE_APP_DATABASE_URL"):
+        os.environ.pop(name, None)
+    os.environ["CHATLAKE_ACCESS_LOG"] = "false"
+    get_settings.cache_clear()
+    yield str(path)
+    if previous is None:
+        os.environ.pop("CHATLAKE_HOME", None)
+    else:
+        os.environ["CHATLAKE_HOME"] = previous
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def settings(home: str) -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Iterator[Services]:
+    services = Services(settings)
+    services.start()
+    upgrade(services.endpoints().database_url)
+    yield services
+    services.stop()
+
+
+@pytest.fixture(scope="session")
+def endpoints(services: Services) -> Endpoints:
+    return services.endpoints()
+
+
+@pytest.fixture(scope="session")
+def client(services: Services, settings: Settings) -> Iterator[TestClient]:
+    from realtime.app import create_app
+
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def admin_headers(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {settings.secret('admin_token')}"}
+
+
+@pytest.fixture
+def tenant(client: TestClient, admin_headers: dict[str, str]) -> TenantHandle:
+    return create_tenant(client, admin_headers)
+
+
+@pytest.fixture
+def other_tenant(client: TestClient, admin_headers: dict[str, str]) -> TenantHandle:
+    return create_tenant(client, admin_headers, name="other")

@@ -1,0 +1,85 @@
+"""The `chatlake` console script, run as a user would, against the session's stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.utils.factories import TenantHandle, send
+
+CHATLAKE = str(Path(sys.executable).parent / "chatlake")
+
+
+def run(*args: str, home: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHATLAKE_HOME": home}
+    result = subprocess.run([CHATLAKE, *args], capture_output=True, text=True, env=env, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_services_status_is_json(services, home):
+    status = json.loads(run("services", "status", home=home).stdout)
+    assert status["postgres"]["running"] is True
+    assert status["redis"]["running"] is True
+
+
+def test_tenants_create_prints_a_working_key_and_sets_the_rate_limit(services, home, client):
+    created = json.loads(run("tenants", "create", "cli-co", "--rate-limit", "2", home=home).stdout)
+    assert set(created) >= {"tenant_id", "api_key"}
+    tenant = TenantHandle(created["tenant_id"], created["api_key"], created["key_id"])
+    assert [send(client, tenant).status_code for _ in range(3)] == [200, 200, 429]
+    run("tenants", "update", tenant.tenant_id, "--rate-limit", "1000", home=home)
+    listed = json.loads(run("tenants", "list", home=home).stdout)["tenants"]
+    assert {"tenant_id": tenant.tenant_id, "rate_limit_per_minute": 1000}.items() <= next(
+        t for t in listed if t["tenant_id"] == tenant.tenant_id
+    ).items()
+
+
+def test_keys_can_be_issued_listed_and_revoked(services, home, client, tenant):
+    issued = json.loads(
+        run("keys", "create", "--tenant", tenant.tenant_id, "--name", "ops", home=home).stdout
+    )
+    headers = {"Authorization": f"Bearer {issued['api_key']}"}
+    assert client.get("/v1/tenant", headers=headers).status_code == 200
+    keys = json.loads(run("keys", "list", "--tenant", tenant.tenant_id, home=home).stdout)[
+        "api_keys"
+    ]
+    assert {k["name"] for k in keys} == {"default", "ops"}
+    run("keys", "revoke", issued["key_id"], "--tenant", tenant.tenant_id, home=home)
+    assert client.get("/v1/tenant", headers=headers).status_code == 401
+
+
+def test_migrate_twice_is_a_no_op(services, home):
+    first = json.loads(run("migrate", home=home).stdout)
+    assert first["from"] == first["to"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("tenants", "update", "not-a-uuid", "--rate-limit", "3"),
+        ("tenants", "update", "00000000-0000-0000-0000-000000000000", "--rate-limit", "3"),
+        ("tenants", "create", ""),
+        ("tenants", "update", "00000000-0000-0000-0000-000000000000"),
+        ("keys", "revoke", "nope", "--tenant", "00000000-0000-0000-0000-000000000000"),
+        ("tenants", "create", "x", "--rate-limit", "zero"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(services, home, args):
+    result = run(*args, home=home, check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip()
+
+
+def test_commands_say_how_to_start_the_stores_when_they_are_not_running(tmp_path):
+    result = run("migrate", home=str(tmp_path), check=False)
+    assert result.returncode == 1
+    assert "chatlake services start" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,65 @@
+"""`chatlake up` on an empty home: the printed key works in the printed curl; Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+CHATLAKE = str(Path(sys.executable).parent / "chatlake")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_up_serves_the_demo_tenant_and_stops_cleanly(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "CHATLAKE_HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [CHATLAKE, "up", "--port", str(port), "--no-dagster", "--no-dashboards"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        output = "".join(lines)
+        assert "chatlake is up" in output, output
+        api_key = re.search(r"demo API key\s+(\S+)", output).group(1)
+        curl = re.search(r"curl -s (\S+)", output).group(1)
+        body = json.loads(re.search(r"-d '(\{.*\})'", output).group(1))
+
+        response = httpx.post(curl, json=body, headers={"Authorization": f"Bearer {api_key}"})
+        assert response.status_code == 200, response.text
+        assert response.json()["replies"][0]["text"]
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    status = subprocess.run(
+        [CHATLAKE, "services", "status"], capture_output=True, text=True, env=env, check=True
+    )
+    report = json.loads(status.stdout)
+    assert report["postgres"]["running"] is False
+    assert report["redis"]["running"] is False
+    assert proc.returncode == 0
