@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from uuid import UUID
 
 KEY_SCHEME = "clk"
@@ -38,7 +39,9 @@ def display_prefix(api_key: str) -> str:
     return f"{api_key[:12]}…{api_key[-4:]}"
 
 
+@lru_cache(maxsize=4096)
 def parse_api_key(api_key: str) -> ParsedKey | None:
+    """The tenant and digest of a well-formed key (cached: it is asked on every request)."""
     parts = api_key.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_SCHEME or len(parts[2]) < 32:
         return None

@@ -257,17 +257,23 @@ def keys_revoke(key_id: str, tenant: Annotated[str, typer.Option(help="Tenant id
 
 @bench_app.command("realtime")
 def bench_realtime(
-    duration: Annotated[float, typer.Option(help="Seconds per measurement")] = 10.0,
-    connections: Annotated[int, typer.Option(help="Concurrent connections")] = 64,
-    conversations: Annotated[int, typer.Option(help="Distinct conversations")] = 2000,
-    workers: Annotated[int, typer.Option(min=1, help="Server worker processes")] = 1,
-    rate: Annotated[int, typer.Option(help="Fixed rate (msg/s) for the latency run")] = 1000,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds per measurement")] = 10.0,
+    connections: Annotated[int, typer.Option(min=1, help="Concurrent connections")] = 64,
+    conversations: Annotated[int, typer.Option(min=1, help="Distinct conversations")] = 2000,
+    workers: Annotated[str, typer.Option(help="Server worker counts to compare, e.g. 1,2")] = "1,2",
+    rate: Annotated[int, typer.Option(min=1, help="Fixed rate (msg/s) for the latency run")] = 1000,
     out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
 ) -> None:
     """POST /v1/messages under load, against two ceilings measured in the same run."""
     from bench.realtime import run
 
-    emit(run(get_settings(), duration, connections, conversations, workers, rate, out))
+    try:
+        counts = [int(part) for part in workers.split(",") if part.strip()]
+    except ValueError:
+        raise ChatlakeError(f"--workers takes counts like 1,2, not {workers!r}") from None
+    if not counts or min(counts) < 1:
+        raise ChatlakeError("--workers needs at least one count of 1 or more")
+    emit(run(get_settings(), duration, connections, conversations, counts, rate, out))
 
 
 def main() -> None:

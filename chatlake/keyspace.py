@@ -58,12 +58,17 @@ class TenantKeyspace:
         return f"{self.prefix}:events"
 
 
-def redis_client(url: str, max_connections: int = 64) -> Redis:
-    """An async Redis client that rides out a restart of the server (AOF reload included)."""
+def redis_client(url: str, max_connections: int = 512) -> Redis:
+    """An async Redis client for a server that may restart (AOF reload included).
+
+    One connection per request in flight; `max_connections` bounds them, past it a command
+    fails fast (the API answers 503) rather than queueing without limit.
+    """
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=8)
     return Redis.from_url(
         url,
         max_connections=max_connections,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=8),
+        retry=retry,
         retry_on_error=[ConnectionError, TimeoutError, BusyLoadingError],
         health_check_interval=30,
     )

@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.add_exception_handler(exc_type, store_unavailable)
 
-    for module in (health, tenants, api_keys, messages, conversations):
+    # Routes match in order: the hot path first.
+    for module in (messages, conversations, tenants, api_keys, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)

@@ -11,6 +11,14 @@ from realtime.platform import Platform
 from realtime.state import Admission
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer …` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def parse_bearer(token: str | None) -> ParsedKey:
     if not token:
         raise unauthorized("missing API key: send `Authorization: Bearer <api key>`")

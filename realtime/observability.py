@@ -10,7 +10,8 @@ import logging
 import os
 import sys
 import time
-from uuid import uuid4
+from functools import lru_cache
+from typing import Any
 
 import orjson
 import structlog
@@ -67,6 +68,20 @@ def metrics_payload() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
+@lru_cache(maxsize=1024)
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The labelled children, looked up once per (method, route, status), not per request."""
+    return (
+        REQUESTS.labels(method, route, str(status)),
+        REQUEST_SECONDS.labels(method, route),
+    )
+
+
+@lru_cache(maxsize=64)
+def message_series(direction: str, tier: str) -> Any:
+    return MESSAGES.labels(direction, tier)
+
+
 class RequestContextMiddleware:
     """Request id (from `X-Request-ID` or new), timing, metrics and one access-log line."""
 
@@ -84,7 +99,7 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")[:128]
                 break
-        request_id = request_id or uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
@@ -104,8 +119,9 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             route_path = getattr(route, "path", "unmatched")
-            REQUESTS.labels(scope["method"], route_path, str(status)).inc()
-            REQUEST_SECONDS.labels(scope["method"], route_path).observe(elapsed)
+            counter, histogram = _series(scope["method"], route_path, status)
+            counter.inc()
+            histogram.observe(elapsed)
             if self.access_log:
                 self.log.info(
                     "request",
@@ -139,7 +155,9 @@ class BodyLimitMiddleware:
                 if too_big:
                     await self._reject(scope, receive, send)
                     return
-                break
+                # The server frames the body by Content-Length: it cannot run longer.
+                await self.app(scope, receive, send)
+                return
         received = 0
         limit = self.max_bytes
 

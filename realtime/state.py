@@ -19,6 +19,10 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatlake.apikeys import ParsedKey
 from chatlake.keyspace import TenantKeyspace
@@ -53,22 +57,27 @@ return {'ok', key_id, conversation}
 """
 
 RECORD = """
-local ttl = tonumber(ARGV[1])
-local nfields = tonumber(ARGV[4])
+-- ARGV[1]: JSON {ttl, activity, conversation_id, batch_id, fields}; ARGV[2..]: the events
+local meta = cjson.decode(ARGV[1])
+-- A retried call (the reply of the first was lost) must not append the events twice.
+if redis.call('HGET', KEYS[1], 'last_batch') == meta.batch_id then return {} end
+meta.fields.last_batch = meta.batch_id
 local fields = {}
-for i = 1, nfields * 2 do fields[i] = ARGV[4 + i] end
+for name, value in pairs(meta.fields) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
 redis.call('HSET', KEYS[1], unpack(fields))
-local first_event = 5 + nfields * 2
 local ids = {}
-for i = first_event, #ARGV do
+for i = 2, #ARGV do
   redis.call('RPUSH', KEYS[2], ARGV[i])
   ids[#ids + 1] = redis.call('XADD', KEYS[4], '*', 'event', ARGV[i])
 end
-redis.call('HINCRBY', KEYS[1], 'message_count', #ARGV - first_event + 1)
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('HINCRBY', KEYS[1], 'message_count', #ARGV - 1)
+redis.call('ZADD', KEYS[3], meta.activity, meta.conversation_id)
+redis.call('EXPIRE', KEYS[1], meta.ttl)
+redis.call('EXPIRE', KEYS[2], meta.ttl)
+redis.call('EXPIRE', KEYS[3], meta.ttl)
 return ids
 """
 
@@ -102,7 +111,7 @@ class ConversationStore:
         script_keys = [keys.tenant, keys.api_key(key.digest_hex), keys.rate_limit]
         if conversation_id is not None:
             script_keys.append(keys.conversation(conversation_id))
-        result = await self._admit(keys=script_keys, args=[1 if rate_limited else 0])
+        result = await self._call(self._admit, script_keys, [1 if rate_limited else 0])
         status = result[0].decode()
         if status == "limited":
             return Admission(status, retry_after=max(1, int(result[1])))
@@ -118,24 +127,49 @@ class ConversationStore:
         fields: dict[str, str],
         events: list[bytes],
         activity_ms: int,
+        batch_id: str,
     ) -> list[bytes]:
-        """Persist the conversation's new state and append `events` (encoded JSON)."""
+        """Persist the conversation's new state and append `events` (encoded JSON).
+
+        `batch_id` (the inbound message's id) makes a repeated call a no-op.
+        """
         keys = TenantKeyspace(tenant_id)
-        flat: list[str | bytes] = []
-        for name, value in fields.items():
-            flat += [name, value]
-        args: list[Any] = [self.ttl_seconds, activity_ms, conversation_id, len(fields), *flat]
-        args += events
-        ids: list[bytes] = await self._record(
-            keys=[
-                keys.conversation(conversation_id),
-                keys.messages(conversation_id),
-                keys.user_conversations(user_id),
-                keys.events,
-            ],
-            args=args,
+        # Few, large arguments: the client packs each argument in Python.
+        meta = orjson.dumps(
+            {
+                "ttl": self.ttl_seconds,
+                "activity": activity_ms,
+                "conversation_id": conversation_id,
+                "batch_id": batch_id,
+                "fields": fields,
+            }
         )
+        script_keys = [
+            keys.conversation(conversation_id),
+            keys.messages(conversation_id),
+            keys.user_conversations(user_id),
+            keys.events,
+        ]
+        ids: list[bytes] = await self._call(self._record, script_keys, [meta, *events])
         return ids
+
+    async def _call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA on a pooled connection, falling back to the client's own path.
+
+        The client's command machinery costs more CPU than the round trip itself; the hot
+        path sends its two scripts directly and leaves reconnects, retries and SCRIPT LOAD
+        to the client (both scripts are safe to repeat).
+        """
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await conn.read_response()
+        except (RedisConnectionError, RedisTimeoutError, NoScriptError):
+            await conn.disconnect()
+        finally:
+            await pool.release(conn)
+        return await script(keys=keys, args=args)
 
     async def conversation(
         self, tenant_id: str, conversation_id: str

@@ -1,4 +1,8 @@
-"""Dependencies shared by the routers, as `Annotated` aliases."""
+"""Dependencies shared by the routers, as `Annotated` aliases.
+
+All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a thread hop
+per request that the hot path cannot afford.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from realtime.platform import Platform
 bearer = HTTPBearer(auto_error=False, description="A tenant API key or the platform admin token")
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
     platform: Platform = request.app.state.platform
     return platform
 
@@ -24,7 +28,7 @@ PlatformDep = Annotated[Platform, Depends(get_platform)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def get_api_key(credentials: Credentials) -> ParsedKey:
+async def get_api_key(credentials: Credentials) -> ParsedKey:
     return parse_bearer(credentials.credentials if credentials else None)
 
 
@@ -50,7 +54,7 @@ async def get_tenant(platform: PlatformDep, key: ApiKeyDep) -> TenantContext:
 TenantDep = Annotated[TenantContext, Depends(get_tenant)]
 
 
-def require_admin(platform: PlatformDep, credentials: Credentials) -> None:
+async def require_admin(platform: PlatformDep, credentials: Credentials) -> None:
     check_admin_token(platform, credentials.credentials if credentials else None)
 
 

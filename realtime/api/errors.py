@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from chatlake.errors import NotFound
 
 log = structlog.get_logger("chatlake.api")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 STATUS_CODES = {
     400: "bad_request",
@@ -45,6 +47,15 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers
         self.details = details
+
+
+def parse_json_body(model: type[ModelT], raw: bytes) -> ModelT:
+    """Validate a JSON body; failures take the same 400/422 path as FastAPI's own parsing."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors()]
+        raise RequestValidationError(errors) from None
 
 
 def error_response(

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints what it measured and writes JSON; none passes or fails on time."""

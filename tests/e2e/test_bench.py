@@ -1,0 +1,26 @@
+"""`chatlake bench realtime` runs end to end and writes its JSON (no assertion on speed)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.e2e.test_cli import run
+
+
+def test_bench_realtime_writes_ratios_of_both_ceilings(services, home, tmp_path):
+    out = tmp_path / "realtime.json"
+    result = run(
+        "bench", "realtime", "--duration", "1", "--conversations", "20", "--connections", "4",
+        "--workers", "1", "--rate", "50", "--out", str(out), home=home,
+    )  # fmt: skip
+    printed = json.loads(result.stdout)
+    written = json.loads(out.read_text())
+    assert printed["runs"] == written["runs"]
+    measured = written["runs"]["1"]
+    for target in ("echo", "stack", "full"):
+        assert measured[target]["requests"] > 0
+        assert measured[target]["errors"] == 0
+    assert measured["full_vs_stack"] > 0 and measured["full_vs_echo"] > 0
+    fixed = written["fixed_rate"]
+    assert fixed["statuses"] == {"200": fixed["requests"]}
+    assert set(fixed["latency_ms"]) >= {"p50", "p95", "p99"}

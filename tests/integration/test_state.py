@@ -1,0 +1,43 @@
+"""The conversation store's scripts against the real Redis."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from chatlake.keyspace import TenantKeyspace, redis_client
+from realtime.events import new_event_id
+from realtime.state import ConversationStore
+
+
+@pytest.fixture
+async def store(endpoints):
+    client = redis_client(endpoints.redis_url)
+    yield ConversationStore(client, ttl_seconds=600)
+    await client.aclose()
+
+
+async def test_a_repeated_record_appends_its_events_once(store):
+    tenant_id = new_event_id()
+    events = [orjson.dumps({"n": 1}), orjson.dumps({"n": 2})]
+    fields = {"user_id": "u", "channel": "api", "created_at": "t0", "updated_at": "t0"}
+    args = (tenant_id, "c1", "u", fields, events, 1)
+    first = await store.record(*args, batch_id="batch-1")
+    again = await store.record(*args, batch_id="batch-1")
+    assert len(first) == 2
+    assert again == []
+    keys = TenantKeyspace(tenant_id)
+    assert await store.redis.xlen(keys.events) == 2
+    assert await store.redis.llen(keys.messages("c1")) == 2
+    assert await store.redis.hget(keys.conversation("c1"), "message_count") == b"2"
+    await store.record(*args, batch_id="batch-2")
+    assert await store.redis.xlen(keys.events) == 4
+
+
+async def test_scripts_are_reloaded_after_a_script_flush(store, tenant):
+    from chatlake.apikeys import parse_api_key
+
+    await store.redis.script_flush()
+    key = parse_api_key(tenant.api_key)
+    admission = await store.admit(key, rate_limited=False)
+    assert admission.status in ("ok", "miss")
