@@ -84,9 +84,11 @@ def serve(
     import uvicorn
 
     from chatlake.embedded import Services
+    from realtime.platform import check_event_bus
 
     settings = get_settings()
-    Services(settings).endpoints()  # a clear error now rather than a traceback per worker
+    check_event_bus(settings)  # clear errors now rather than a traceback per worker
+    Services(settings).endpoints()
     if workers > 1:
         metrics_dir = settings.run_dir / f"prometheus-{port}"
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -100,7 +102,8 @@ def serve(
         workers=workers,
         loop="uvloop",
         http="httptools",
-        access_log=False,
+        access_log=False,  # the app logs each request itself, with its request id
+        log_config=None,  # the app's JSON logging (realtime.observability) takes uvicorn's too
         log_level="warning",
         timeout_graceful_shutdown=10,
     )

@@ -48,6 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"Retry-After": "1"},
         )
 
+    async def invalid_value(_: Request, exc: Exception) -> Response:
+        # Input that passed validation but that PostgreSQL still refuses is the caller's.
+        return error_response(422, "validation_error", f"invalid value: {exc}")
+
+    app.add_exception_handler(psycopg.DataError, invalid_value)
     for exc_type in (
         psycopg.OperationalError,
         psycopg_pool.PoolTimeout,

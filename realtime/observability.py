@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import MutableMapping
 from functools import lru_cache
 from typing import Any
 
@@ -42,13 +43,37 @@ RATE_LIMITED = Counter("chatlake_rate_limited_total", "Messages refused by the r
 EVENTS_APPENDED = Counter("chatlake_events_appended_total", "Events appended to the event log")
 
 
+def _render_json(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
+    return orjson.dumps(event, default=str).decode()
+
+
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper())
+    """JSON lines on stdout, with the request id, for our logs and the libraries' alike."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _render_json,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],

@@ -8,10 +8,19 @@ from redis.asyncio import Redis
 
 from chatlake.db import AppPool, open_app_pool
 from chatlake.embedded import Endpoints, Services
+from chatlake.errors import ConfigError
 from chatlake.keyspace import redis_client
 from chatlake.settings import Settings
 from chatlake.tenants import ControlPlane
 from realtime.state import ConversationStore
+
+
+def check_event_bus(settings: Settings) -> None:
+    if settings.event_bus != "redis":
+        raise ConfigError(
+            f"CHATLAKE_EVENT_BUS={settings.event_bus} is not available in this build; "
+            "the event log is the Redis stream (CHATLAKE_EVENT_BUS=redis)"
+        )
 
 
 @dataclass
@@ -25,6 +34,7 @@ class Platform:
 
     @classmethod
     async def open(cls, settings: Settings) -> Platform:
+        check_event_bus(settings)
         endpoints = Services(settings).endpoints()
         pool = open_app_pool(endpoints.app_database_url, max_size=settings.db_pool_size)
         await pool.open(wait=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CHANNELS = ("web", "api", "whatsapp", "messenger", "slack", "teams", "twilio", "twilio-voice")
 MESSAGE_TYPES = (
@@ -31,7 +31,17 @@ CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class StrictModel(BaseModel):
+    """Request bodies: unknown fields are errors, and no string carries a NUL character
+    (PostgreSQL text cannot hold one, and no chat message needs one)."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class MessageIn(StrictModel):
@@ -110,6 +120,13 @@ class TenantIn(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
     plan: str = Field(default="free", min_length=1, max_length=50)
+
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
 
 class TenantCreated(BaseModel):

@@ -143,3 +143,10 @@ def test_every_response_carries_a_request_id(client, tenant):
     assert len(response.headers["x-request-id"]) == 32
     echoed = client.get("/healthz", headers={"X-Request-ID": "trace-123"})
     assert echoed.headers["x-request-id"] == "trace-123"
+
+
+def test_nul_characters_are_refused_before_they_reach_a_store(client, tenant, admin_headers):
+    response = client.post("/v1/tenants", json={"name": "a\u0000b"}, headers=admin_headers)
+    assert response.status_code == 422
+    assert "NUL" in response.json()["error"]["message"]
+    assert send(client, tenant, "hi\u0000").status_code == 422

@@ -99,3 +99,26 @@ def test_the_openapi_document_names_the_contract(client):
         "handoff",
         "answered_by",
     }
+
+
+def test_the_admin_token_is_checked_before_the_body(client):
+    assert client.post("/v1/tenants", json={"name": "   "}).status_code == 401
+    assert client.patch("/v1/tenants/x", json={"status": "gone"}).status_code == 401
+
+
+def test_a_blank_tenant_name_is_422(client, admin_headers):
+    response = client.post("/v1/tenants", json={"name": "   "}, headers=admin_headers)
+    assert response.status_code == 422
+    assert "name: Value error, must not be blank" in response.json()["error"]["message"]
+
+
+def test_open_signup_creates_tenants_without_the_token(client, settings, monkeypatch):
+    monkeypatch.setattr(settings, "open_signup", True)
+    response = client.post("/v1/tenants", json={"name": "self-serve"})
+    assert response.status_code == 201
+    tenant_id = response.json()["tenant_id"]
+    headers = {"Authorization": f"Bearer {response.json()['api_key']}"}
+    assert client.get("/v1/tenant", headers=headers).json()["tenant_id"] == tenant_id
+    # A wrong token is still refused, sign-up or not.
+    forged = {"Authorization": "Bearer wrong"}
+    assert client.post("/v1/tenants", json={"name": "x"}, headers=forged).status_code == 401

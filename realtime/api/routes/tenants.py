@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, status
-from fastapi.security import HTTPAuthorizationCredentials
 
-from realtime.api.deps import PlatformDep, TenantDep, bearer
+from realtime.api.deps import AdminDep, Credentials, PlatformDep, TenantDep
 from realtime.api.errors import ApiError
 from realtime.api.schemas import ErrorOut, TenantCreated, TenantIn, TenantOut, TenantPatch
 from realtime.auth import check_admin_token
 
 router = APIRouter(prefix="/v1", tags=["tenants"])
+
+
+async def tenant_creator(platform: PlatformDep, credentials: Credentials) -> str:
+    """Who may create a tenant: the platform admin, or anyone when open sign-up is on.
+
+    A dependency, so that it answers before the body is validated.
+    """
+    if platform.settings.open_signup and credentials is None:
+        return "open-signup"
+    check_admin_token(platform, credentials.credentials if credentials else None)
+    return "platform-admin"
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422)}
 
 
@@ -24,16 +36,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in
     responses=ERRORS,
 )
 async def create_tenant(
-    body: TenantIn,
-    platform: PlatformDep,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+    body: TenantIn, platform: PlatformDep, actor: Annotated[str, Depends(tenant_creator)]
 ) -> TenantCreated:
     """Create a tenant and its first API key (shown once). Needs the platform admin token
     unless open sign-up is enabled."""
-    actor = "open-signup"
-    if not platform.settings.open_signup or credentials is not None:
-        check_admin_token(platform, credentials.credentials if credentials else None)
-        actor = "platform-admin"
     rate_limit = body.rate_limit_per_minute or platform.settings.default_rate_limit
     tenant, issued = await platform.control.create_tenant(
         body.name, rate_limit, plan=body.plan, actor=actor
@@ -48,15 +54,11 @@ async def create_tenant(
     )
 
 
-@router.patch("/tenants/{tenant_id}", response_model=TenantOut, responses=ERRORS)
-async def update_tenant(
-    tenant_id: str,
-    body: TenantPatch,
-    platform: PlatformDep,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
-) -> TenantOut:
+@router.patch(
+    "/tenants/{tenant_id}", response_model=TenantOut, responses=ERRORS, dependencies=[AdminDep]
+)
+async def update_tenant(tenant_id: str, body: TenantPatch, platform: PlatformDep) -> TenantOut:
     """Change a tenant's rate limit or status (platform admin)."""
-    check_admin_token(platform, credentials.credentials if credentials else None)
     try:
         tenant_id = str(UUID(tenant_id))
     except ValueError:
