@@ -1,7 +1,8 @@
 """Message events: what the realtime path appends to the event log for every message.
 
-The fields are the columns of the lake's `bronze/messages` table (lake/schemas.py);
-`payload` travels as a JSON string so the row stays flat.
+Message events carry the columns of the lake's `bronze/messages` table, other events those
+of `bronze/conversation_events` (lake/schemas.py); `payload` travels as a JSON string so
+the row stays flat.
 """
 
 from __future__ import annotations
@@ -80,5 +81,39 @@ def message_event(
     )
 
 
-def encode(event: MessageEvent) -> bytes:
+def encode(event: MessageEvent | ConversationEvent) -> bytes:
     return orjson.dumps(event)
+
+
+class ConversationEvent(TypedDict):
+    event_id: str
+    event_type: str
+    tenant_id: str
+    conversation_id: str
+    user_id: str
+    channel: str
+    payload: str | None
+    created_at: str
+
+
+def conversation_event(
+    event_type: str,
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    user_id: str,
+    channel: str,
+    created_at: datetime,
+    payload: dict[str, Any] | None = None,
+) -> ConversationEvent:
+    """Any event of a conversation that is not a message: started, closed, handoff, …"""
+    return ConversationEvent(
+        event_id=new_event_id(),
+        event_type=event_type,
+        tenant_id=tenant_id,
+        conversation_id=conversation_id,
+        user_id=user_id,
+        channel=channel,
+        payload=orjson.dumps(payload).decode() if payload is not None else None,
+        created_at=created_at.isoformat(),
+    )

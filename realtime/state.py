@@ -57,7 +57,9 @@ return {'ok', key_id, conversation}
 """
 
 RECORD = """
--- ARGV[1]: JSON {ttl, activity, conversation_id, batch_id, fields}; ARGV[2..]: the events
+-- ARGV[1]: JSON {ttl, activity, conversation_id, batch_id, messages, fields}
+-- ARGV[2..]: the events; the first `messages` of them are messages of the conversation,
+-- the rest (conversation started, ...) go to the event stream only.
 local meta = cjson.decode(ARGV[1])
 -- A retried call (the reply of the first was lost) must not append the events twice.
 if redis.call('HGET', KEYS[1], 'last_batch') == meta.batch_id then return {} end
@@ -70,10 +72,10 @@ end
 redis.call('HSET', KEYS[1], unpack(fields))
 local ids = {}
 for i = 2, #ARGV do
-  redis.call('RPUSH', KEYS[2], ARGV[i])
+  if i <= meta.messages + 1 then redis.call('RPUSH', KEYS[2], ARGV[i]) end
   ids[#ids + 1] = redis.call('XADD', KEYS[4], '*', 'event', ARGV[i])
 end
-redis.call('HINCRBY', KEYS[1], 'message_count', #ARGV - 1)
+redis.call('HINCRBY', KEYS[1], 'message_count', meta.messages)
 redis.call('ZADD', KEYS[3], meta.activity, meta.conversation_id)
 redis.call('EXPIRE', KEYS[1], meta.ttl)
 redis.call('EXPIRE', KEYS[2], meta.ttl)
@@ -128,8 +130,10 @@ class ConversationStore:
         events: list[bytes],
         activity_ms: int,
         batch_id: str,
+        other_events: list[bytes] | None = None,
     ) -> list[bytes]:
-        """Persist the conversation's new state and append `events` (encoded JSON).
+        """Persist the conversation's new state, add the message `events` (encoded JSON)
+        to the conversation and append them, then `other_events`, to the event stream.
 
         `batch_id` (the inbound message's id) makes a repeated call a no-op.
         """
@@ -141,6 +145,7 @@ class ConversationStore:
                 "activity": activity_ms,
                 "conversation_id": conversation_id,
                 "batch_id": batch_id,
+                "messages": len(events),
                 "fields": fields,
             }
         )
@@ -150,7 +155,9 @@ class ConversationStore:
             keys.user_conversations(user_id),
             keys.events,
         ]
-        ids: list[bytes] = await self._call(self._record, script_keys, [meta, *events])
+        ids: list[bytes] = await self._call(
+            self._record, script_keys, [meta, *events, *(other_events or [])]
+        )
         return ids
 
     async def _call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CHANNELS = ("web", "api", "whatsapp", "messenger", "slack", "teams", "twilio", "twilio-voice")
@@ -54,6 +55,17 @@ class MessageIn(StrictModel):
     type: MessageType = "text"
     payload: dict[str, Any] | None = None
     language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+    @field_validator("payload", mode="after")
+    @classmethod
+    def _encodable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # The payload is stored as JSON; orjson (and the lake) take 64-bit integers at most.
+        if value is not None:
+            try:
+                orjson.dumps(value)
+            except TypeError as exc:
+                raise ValueError(f"cannot be stored: {exc}") from None
+        return value
 
 
 class Intent(BaseModel):

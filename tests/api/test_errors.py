@@ -150,3 +150,9 @@ def test_nul_characters_are_refused_before_they_reach_a_store(client, tenant, ad
     assert response.status_code == 422
     assert "NUL" in response.json()["error"]["message"]
     assert send(client, tenant, "hi\u0000").status_code == 422
+
+
+def test_a_payload_that_cannot_be_stored_is_422(client, tenant):
+    response = send(client, tenant, "", type="postback", payload={"n": 2**70})
+    assert response.status_code == 422
+    assert "payload" in response.json()["error"]["message"]

@@ -9,10 +9,11 @@ from chatlake.keyspace import TenantKeyspace
 from tests.utils.factories import send
 
 
-def _events(endpoints, tenant_id):
+def _events(endpoints, tenant_id, event_type="message"):
     client = redis.Redis.from_url(endpoints.redis_url)
     entries = client.xrange(TenantKeyspace(tenant_id).events)
-    return [orjson.loads(fields[b"event"]) for _, fields in entries]
+    events = [orjson.loads(fields[b"event"]) for _, fields in entries]
+    return [e for e in events if e["event_type"] == event_type]
 
 
 def test_a_message_gets_a_reply_in_the_contract_shape(client, tenant):
@@ -71,6 +72,10 @@ def test_each_message_in_and_out_is_one_event(client, tenant, endpoints):
     assert outbound["latency_ms"] >= 0
     assert events[2]["event_id"] == second["message_id"]
     assert orjson.loads(events[2]["payload"]) == {"lat": 52.5, "lon": 13.4}
+    # The conversation's start is an event of its own, once, in the stream only.
+    [started] = _events(endpoints, tenant.tenant_id, "conversation_started")
+    assert started["conversation_id"] == first["conversation_id"]
+    assert started["user_id"] == "alice"
 
 
 def test_a_conversation_continues_and_reads_back_oldest_first(client, tenant):

@@ -3,12 +3,14 @@ from datetime import UTC, datetime
 import orjson
 import pyarrow as pa
 
-from lake.schemas import BRONZE_MESSAGES
-from realtime.events import MessageEvent, encode, message_event
+from lake.schemas import BRONZE_MESSAGES, CONVERSATION_EVENT, MESSAGE_EVENT
+from realtime.events import ConversationEvent, MessageEvent, encode, message_event
 
 
-def test_message_events_have_exactly_the_bronze_columns():
-    assert list(MessageEvent.__annotations__) == BRONZE_MESSAGES.names
+def test_events_have_exactly_the_columns_of_their_lake_tables():
+    assert list(MessageEvent.__annotations__) == MESSAGE_EVENT.names
+    assert list(ConversationEvent.__annotations__) == CONVERSATION_EVENT.names
+    assert BRONZE_MESSAGES.names == [*MESSAGE_EVENT.names, "date"]
 
 
 def test_an_event_round_trips_into_a_bronze_row():
@@ -25,7 +27,7 @@ def test_an_event_round_trips_into_a_bronze_row():
     )
     row = orjson.loads(encode(event))
     row["created_at"] = datetime.fromisoformat(row["created_at"])
-    table = pa.Table.from_pylist([row], schema=BRONZE_MESSAGES)
+    table = pa.Table.from_pylist([row], schema=MESSAGE_EVENT)
     assert table.num_rows == 1
     assert orjson.loads(table.column("payload")[0].as_py()) == {"lat": 1.5, "lon": 2.5}
     assert event["event_type"] == "message"

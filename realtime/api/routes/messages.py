@@ -14,7 +14,7 @@ from realtime.api.errors import ApiError, parse_json_body
 from realtime.api.schemas import ErrorOut, MessageIn, MessageOut
 from realtime.auth import admit, bearer_token, parse_bearer
 from realtime.engine.rules import rule_reply
-from realtime.events import encode, message_event, new_event_id
+from realtime.events import conversation_event, encode, message_event, new_event_id
 from realtime.observability import EVENTS_APPENDED, message_series
 from realtime.platform import Platform
 
@@ -93,8 +93,18 @@ async def post_message(request: Request) -> Response:
         for text in reply.texts
     ]
     fields = {"updated_at": replied_at.isoformat(), "channel": body.channel}
+    other_events = []
     if conversation is None:
         fields |= {"user_id": body.user_id, "created_at": received_at.isoformat()}
+        opened = conversation_event(
+            "conversation_started",
+            tenant_id=tenant_id,
+            conversation_id=conversation_id,
+            user_id=body.user_id,
+            channel=body.channel,
+            created_at=received_at,
+        )
+        other_events.append(encode(opened))
     events = [inbound, *outbound]
     await platform.store.record(
         tenant_id,
@@ -104,8 +114,9 @@ async def post_message(request: Request) -> Response:
         [encode(event) for event in events],
         activity_ms=int(replied_at.timestamp() * 1000),
         batch_id=inbound["event_id"],
+        other_events=other_events,
     )
-    EVENTS_APPENDED.inc(len(events))
+    EVENTS_APPENDED.inc(len(events) + len(other_events))
     message_series("in", "").inc()
     message_series("out", reply.tier).inc(len(outbound))
 
