@@ -109,6 +109,74 @@ def serve(
     )
 
 
+@app.command()
+def ingest(
+    once: Annotated[bool, typer.Option("--once", help="Drain the streams, then exit")] = False,
+    status: Annotated[bool, typer.Option("--status", help="Show lag and throughput")] = False,
+    consumer: Annotated[
+        str | None, typer.Option(help="Consumer name, stable across restarts")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Entries per Delta commit")] = 5000,
+    max_latency_ms: Annotated[
+        int, typer.Option(min=1, help="Longest wait for a batch to fill")
+    ] = 1000,
+) -> None:
+    """Stream the event log into the Delta lake, exactly once (long-running)."""
+    import signal
+
+    from chatlake.embedded import Services
+    from chatlake.keyspace import redis_sync_client
+    from chatlake.logconfig import configure_logging
+    from lake.ingest import IngestWorker, default_consumer_name, ingest_status
+
+    settings = get_settings()
+    redis = redis_sync_client(Services(settings).endpoints().redis_url)
+    if status:
+        emit(ingest_status(redis, settings.lake_root))
+        return
+    worker = IngestWorker(
+        redis,
+        settings.lake_root,
+        consumer=consumer or default_consumer_name(),
+        batch_size=batch_size,
+        max_latency_ms=max_latency_ms,
+    )
+    if once:
+        results = worker.drain()
+        rows: dict[str, int] = {}
+        for result in results:
+            for name, count in result.rows.items():
+                rows[name] = rows.get(name, 0) + count
+        emit(
+            {
+                "consumer": worker.consumer,
+                "batches": len(results),
+                "entries": sum(r.entries for r in results),
+                "rows": rows,
+                "version": worker.version,
+            }
+        )
+        return
+    configure_logging(settings.log_level)
+    import structlog
+
+    log = structlog.get_logger("chatlake.ingest")
+    worker.on_batch = lambda r: log.info(
+        "batch", version=r.version, entries=r.entries, rows=r.rows, seconds=round(r.seconds, 3)
+    )
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("ingest_started", consumer=worker.consumer, lake=settings.lake_root)
+    worker.run(lambda: stopping)
+    log.info("ingest_stopped", consumer=worker.consumer, **worker.totals)
+
+
 @services_app.command("start")
 def services_start() -> None:
     """Start the embedded stores (idempotent)."""

@@ -9,13 +9,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.retry import Retry as SyncRetry
 
 # The set of per-tenant event streams, read by the ingest worker.
 EVENT_STREAMS = "cl:event-streams"
+
+
+def ingest_inflight(consumer: str) -> str:
+    """Hash: the batch an ingest consumer is committing (version, entry ids)."""
+    return f"cl:ingest:inflight:{consumer}"
+
+
+def ingest_stats() -> str:
+    """Hash: consumer name -> JSON stats of its last batch and totals."""
+    return "cl:ingest:stats"
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,16 @@ def redis_client(url: str, max_connections: int = 512) -> Redis:
         url,
         max_connections=max_connections,
         retry=retry,
+        retry_on_error=[ConnectionError, TimeoutError, BusyLoadingError],
+        health_check_interval=30,
+    )
+
+
+def redis_sync_client(url: str) -> SyncRedis:
+    """A blocking client, for the workers and the CLI (same retries as the async one)."""
+    return SyncRedis.from_url(
+        url,
+        retry=SyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=8),
         retry_on_error=[ConnectionError, TimeoutError, BusyLoadingError],
         health_check_interval=30,
     )

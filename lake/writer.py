@@ -7,11 +7,7 @@ log. Retrying a batch after a crash therefore never writes its rows twice.
 
 from __future__ import annotations
 
-import io
-
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pj
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
@@ -38,20 +34,6 @@ def ensure_table(uri: str, schema: pa.Schema) -> DeltaTable:
         return DeltaTable.create(uri, schema=schema, partition_by=PARTITION_BY, mode="ignore")
     except DeltaError:
         return DeltaTable(uri)
-
-
-def rows_from_events(name: str, events: list[bytes]) -> pa.Table:
-    """Parse JSON events (one per element) into the table's schema, `date` derived."""
-    event_schema, table_schema = TABLES[name]
-    parsed = pj.read_json(
-        io.BytesIO(b"\n".join(events)),
-        parse_options=pj.ParseOptions(
-            explicit_schema=event_schema, unexpected_field_behavior="ignore"
-        ),
-    )
-    parsed = parsed.select(event_schema.names).cast(event_schema)
-    dates = pc.cast(parsed.column("created_at"), pa.date32())
-    return parsed.append_column(table_schema.field("date"), dates)
 
 
 class DeltaAppender:

@@ -12,10 +12,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from chatlake import __version__
+from chatlake.logconfig import configure_logging
 from chatlake.settings import Settings, get_settings
 from realtime.api.errors import error_response, install_error_handlers
 from realtime.api.routes import api_keys, conversations, health, messages, tenants
-from realtime.observability import BodyLimitMiddleware, RequestContextMiddleware, configure_logging
+from realtime.observability import BodyLimitMiddleware, RequestContextMiddleware
 from realtime.platform import Platform
 
 

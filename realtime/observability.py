@@ -1,4 +1,4 @@
-"""Structured JSON logs with a request id, Prometheus metrics, and the request-size limit.
+"""Request ids and the access log, Prometheus metrics, and the request-size limit.
 
 Both middlewares are plain ASGI (no per-request task or body copy), because they sit in
 front of the hot path.
@@ -6,15 +6,11 @@ front of the hot path.
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 import time
-from collections.abc import MutableMapping
 from functools import lru_cache
 from typing import Any
 
-import orjson
 import structlog
 from fastapi import HTTPException
 from prometheus_client import (
@@ -41,48 +37,6 @@ REQUEST_SECONDS = Histogram(
 MESSAGES = Counter("chatlake_messages_total", "Messages handled", ["direction", "tier"])
 RATE_LIMITED = Counter("chatlake_rate_limited_total", "Messages refused by the rate limit")
 EVENTS_APPENDED = Counter("chatlake_events_appended_total", "Events appended to the event log")
-
-
-def _render_json(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
-    return orjson.dumps(event, default=str).decode()
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stdout, with the request id, for our logs and the libraries' alike."""
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                _render_json,
-            ],
-        )
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
-    structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=orjson.dumps),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.BytesLoggerFactory(),
-        cache_logger_on_first_use=True,
-    )
 
 
 def metrics_payload() -> tuple[bytes, str]:
