@@ -27,10 +27,12 @@ app = typer.Typer(
 services_app = typer.Typer(help="The embedded PostgreSQL and Redis.", no_args_is_help=True)
 tenants_app = typer.Typer(help="Tenants (platform admin).", no_args_is_help=True)
 keys_app = typer.Typer(help="A tenant's API keys.", no_args_is_help=True)
+lake_app = typer.Typer(help="The Delta lake.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (bench/): print and write JSON.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+app.add_typer(lake_app, name="lake")
 app.add_typer(bench_app, name="bench")
 
 
@@ -175,6 +177,22 @@ def ingest(
     log.info("ingest_started", consumer=worker.consumer, lake=settings.lake_root)
     worker.run(lambda: stopping)
     log.info("ingest_stopped", consumer=worker.consumer, **worker.totals)
+
+
+@lake_app.command("maintain")
+def lake_maintain(
+    retention_hours: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Keep files that versions this recent need; below 168 only with no writer running",
+        ),
+    ] = 168,
+) -> None:
+    """Compact small files, checkpoint and vacuum every lake table."""
+    from lake.maintenance import maintain
+
+    emit({"tables": maintain(get_settings().lake_root, retention_hours)})
 
 
 @services_app.command("start")
@@ -345,6 +363,18 @@ def bench_realtime(
     if not counts or min(counts) < 1:
         raise ChatlakeError("--workers needs at least one count of 1 or more")
     emit(run(get_settings(), duration, connections, conversations, counts, rate, out))
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    events: Annotated[int, typer.Option(min=1, help="Events to move")] = 1_000_000,
+    batch_size: Annotated[int, typer.Option(min=1, help="Entries per batch")] = 5000,
+    out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
+) -> None:
+    """Stream -> Delta throughput, against a bare drain and a single write_deltalake."""
+    from bench.ingest import run
+
+    emit(run(get_settings(), events, batch_size, out))
 
 
 def main() -> None:

@@ -66,8 +66,7 @@ def seed_demo_tenant(settings: Settings) -> dict[str, str]:
 class Child:
     name: str
     args: list[str]
-    url: str
-    ready_path: str
+    ready_url: str | None = None  # polled until it answers; None: started is ready
     process: subprocess.Popen[bytes] | None = field(default=None)
 
 
@@ -110,12 +109,12 @@ class Launcher:
                 "--workers",
                 str(self.workers),
             ],
-            url=f"http://127.0.0.1:{self.port}",
-            ready_path="/readyz",
+            ready_url=f"http://127.0.0.1:{self.port}/readyz",
         )
-        # The ingest worker, Dagster and Streamlit join here as their issues land;
-        # --no-dagster and --no-dashboards already switch them off.
-        return [api]
+        ingest = Child("ingest", [sys.executable, "-m", "chatlake", "ingest"])
+        # Dagster and Streamlit join here as their issues land; --no-dagster and
+        # --no-dashboards already switch them off.
+        return [api, ingest]
 
     def start(self) -> dict[str, Any]:
         started = self.services.start()
@@ -127,7 +126,8 @@ class Launcher:
                 child.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )  # Ctrl-C reaches `up` alone, which stops the children in order
             self.children.append(child)
-            wait_http_ready(child.url + child.ready_path, child.process)
+            if child.ready_url:
+                wait_http_ready(child.ready_url, child.process)
         return {"services": started, "migration": migration, "demo": demo}
 
     def wait(self) -> int:
@@ -177,6 +177,7 @@ def banner(settings: Settings, port: int, demo: dict[str, str], log_dir: Path) -
             "chatlake is up.",
             f"  API            {base}  (docs {base}/docs)",
             f"  metrics        {base}/metrics",
+            "  lake ingest    running  (chatlake ingest --status)",
             f"  home           {settings.home}  (logs in {log_dir})",
             f"  demo tenant    {demo['tenant_id']}",
             f"  demo API key   {demo['api_key']}",

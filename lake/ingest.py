@@ -41,9 +41,9 @@ from redis.exceptions import ResponseError
 
 from chatlake.keyspace import EVENT_STREAMS, ingest_inflight, ingest_stats
 from lake.schemas import CONVERSATION_EVENTS_TABLE, MESSAGES_TABLE, TABLES
+from lake.streams import GROUP, stream_status
 from lake.writer import DeltaAppender, open_table, table_uri
 
-GROUP = "lake"
 # Every event field of every table, nullable: one parse, then a split by event type.
 _ALL_FIELDS: dict[str, pa.Field] = {}
 for _event_schema, _ in TABLES.values():
@@ -152,6 +152,7 @@ class IngestWorker:
     max_latency_ms: int = 1000
     reap_after_ms: int = 300_000
     trim_every_s: float = 1.0
+    only_streams: frozenset[str] | None = None  # None: every tenant stream
     on_batch: Callable[[BatchResult], None] | None = None
 
     def __post_init__(self) -> None:
@@ -174,6 +175,8 @@ class IngestWorker:
     def streams(self) -> list[str]:
         members: Any = self.redis.smembers(EVENT_STREAMS)
         streams = sorted(s.decode() for s in members)
+        if self.only_streams is not None:
+            streams = [s for s in streams if s in self.only_streams]
         for stream in streams:
             if stream not in self._groups:
                 try:
@@ -376,31 +379,10 @@ class IngestWorker:
 
 
 def ingest_status(redis: Redis, lake_root: str) -> dict[str, Any]:
-    """Lag and throughput: per stream length and pending entries, per consumer its stats."""
-    members: Any = redis.smembers(EVENT_STREAMS)
-    streams = sorted(s.decode() for s in members)
-    per_stream = []
-    for stream in streams:
-        length = redis.xlen(stream)
-        try:
-            pending = redis.xpending(stream, GROUP)["pending"]
-            group = next(
-                (g for g in redis.xinfo_groups(stream) if g["name"].decode() == GROUP), None
-            )
-            lag = group.get("lag") if group else None
-        except ResponseError:  # no group yet: nothing read
-            pending, lag = 0, None
-        per_stream.append({"stream": stream, "length": length, "pending": pending, "lag": lag})
-    consumers = [orjson.loads(raw) for raw in redis.hvals(ingest_stats())]
+    """`stream_status` plus the version of each lake table."""
+    status = stream_status(redis)
     tables = {}
     for name in TABLES:
         table = open_table(table_uri(lake_root, name))
         tables[name] = {"version": table.version() if table else None}
-    return {
-        "streams": len(streams),
-        "stream_length": sum(s["length"] for s in per_stream),
-        "pending": sum(s["pending"] for s in per_stream),
-        "consumers": sorted(consumers, key=lambda c: c["consumer"]),
-        "tables": tables,
-        "per_stream": per_stream,
-    }
+    return {**status, "tables": tables}

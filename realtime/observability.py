@@ -17,6 +17,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -39,12 +40,56 @@ RATE_LIMITED = Counter("chatlake_rate_limited_total", "Messages refused by the r
 EVENTS_APPENDED = Counter("chatlake_events_appended_total", "Events appended to the event log")
 
 
-def metrics_payload() -> tuple[bytes, str]:
+def metrics_payload(extra: CollectorRegistry | None = None) -> tuple[bytes, str]:
+    """The process's metrics (all workers' under multiprocess mode), then `extra`'s."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        payload = generate_latest(registry)
+    else:
+        payload = generate_latest()
+    if extra is not None:
+        payload += generate_latest(extra)
+    return payload, CONTENT_TYPE_LATEST
+
+
+def ingest_registry(status: dict[str, Any]) -> CollectorRegistry:
+    """The ingest lag and throughput (lake.ingest.stream_status) as Prometheus gauges."""
+    registry = CollectorRegistry()
+    Gauge(
+        "chatlake_event_stream_length",
+        "Entries in the event streams, i.e. not yet in the lake",
+        registry=registry,
+    ).set(status["stream_length"])
+    Gauge(
+        "chatlake_event_stream_pending",
+        "Entries delivered to an ingest worker and not yet committed",
+        registry=registry,
+    ).set(status["pending"])
+    version = Gauge(
+        "chatlake_ingest_last_version",
+        "Last batch version an ingest consumer committed",
+        ["consumer"],
+        registry=registry,
+    )
+    rate = Gauge(
+        "chatlake_ingest_rows_per_second",
+        "Rows per second of the consumer's last batch",
+        ["consumer"],
+        registry=registry,
+    )
+    rows = Gauge(
+        "chatlake_ingest_rows",
+        "Rows a consumer has committed since it started",
+        ["consumer"],
+        registry=registry,
+    )
+    for consumer in status["consumers"]:
+        name = consumer["consumer"]
+        version.labels(name).set(consumer["last_version"])
+        rate.labels(name).set(consumer.get("rows_per_s") or 0)
+        rows.labels(name).set(consumer.get("rows", 0))
+    return registry
 
 
 @lru_cache(maxsize=1024)

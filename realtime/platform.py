@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from chatlake.db import AppPool, open_app_pool
 from chatlake.embedded import Endpoints, Services
 from chatlake.errors import ConfigError
-from chatlake.keyspace import redis_client
+from chatlake.keyspace import redis_client, redis_sync_client
 from chatlake.settings import Settings
 from chatlake.tenants import ControlPlane
 from realtime.state import ConversationStore
@@ -31,6 +32,7 @@ class Platform:
     redis: Redis
     store: ConversationStore
     control: ControlPlane
+    redis_sync: SyncRedis  # for blocking reads run in a thread (metrics scrapes)
 
     @classmethod
     async def open(cls, settings: Settings) -> Platform:
@@ -46,8 +48,10 @@ class Platform:
             redis=redis,
             store=ConversationStore(redis, settings.conversation_ttl_seconds),
             control=ControlPlane(pool, redis),
+            redis_sync=redis_sync_client(endpoints.redis_url),
         )
 
     async def close(self) -> None:
         await self.pool.close()
         await self.redis.aclose()
+        self.redis_sync.close()

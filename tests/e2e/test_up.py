@@ -14,6 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from lake.readers import scan
+from lake.schemas import MESSAGES_TABLE
+
 CHATLAKE = str(Path(sys.executable).parent / "chatlake")
 
 
@@ -53,6 +56,17 @@ def test_up_serves_the_demo_tenant_and_stops_cleanly(tmp_path):
         assert response.status_code == 200, response.text
         assert response.json()["replies"][0]["text"]
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+
+        # The ingest worker that `up` runs carries the exchange into the lake.
+        tenant_id = re.search(r"demo tenant\s+(\S+)", output).group(1)
+        wanted = {response.json()["message_id"], response.json()["replies"][0]["message_id"]}
+        found: set[str] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and found != wanted:
+            time.sleep(0.5)
+            rows = scan(str(tmp_path / "lake"), MESSAGES_TABLE, tenant_id).collect()
+            found = set(rows["event_id"]) if rows.height else set()
+        assert found == wanted
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)

@@ -177,3 +177,25 @@ def test_a_reader_scoped_to_one_tenant_never_returns_anothers_rows(
     assert counted == (0, 0)
     with pytest.raises(ValueError):
         scan(settings.lake_root, MESSAGES_TABLE, "' or 1=1 --")
+
+
+def test_ingest_status_and_metrics_report_the_lag(client, tenant, settings, home, redis_sync):
+    IngestWorker(redis_sync, settings.lake_root, consumer=f"lag-{uuid4().hex[:6]}").drain()
+    talk(client, tenant, users=1, turns=2)
+    env = {**os.environ, "CHATLAKE_HOME": home}
+    status = json.loads(
+        subprocess.run(
+            [CHATLAKE, "ingest", "--status"], capture_output=True, text=True, env=env, check=True
+        ).stdout
+    )
+    assert status["stream_length"] >= 5
+    assert MESSAGES_TABLE in status["tables"]
+    metrics = client.get("/metrics").text
+    assert "chatlake_event_stream_length" in metrics
+    line = next(x for x in metrics.splitlines() if x.startswith("chatlake_event_stream_length "))
+    assert float(line.split()[1]) >= 5
+    IngestWorker(redis_sync, settings.lake_root, consumer=f"lag-{uuid4().hex[:6]}").drain()
+    metrics = client.get("/metrics").text
+    line = next(x for x in metrics.splitlines() if x.startswith("chatlake_event_stream_length "))
+    assert float(line.split()[1]) == 0
+    assert "chatlake_ingest_rows_per_second{consumer=" in metrics

@@ -7,9 +7,10 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from lake.streams import stream_status
 from realtime.api.deps import PlatformDep
 from realtime.api.errors import error_response
-from realtime.observability import metrics_payload
+from realtime.observability import ingest_registry, metrics_payload
 
 router = APIRouter(tags=["health"])
 
@@ -38,6 +39,8 @@ async def readyz(platform: PlatformDep) -> Response:
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
-    payload, content_type = metrics_payload()
+async def metrics(platform: PlatformDep) -> Response:
+    """Prometheus metrics: the API's own, and the ingest lag read from Redis."""
+    status = await asyncio.to_thread(stream_status, platform.redis_sync)
+    payload, content_type = metrics_payload(ingest_registry(status))
     return Response(payload, media_type=content_type)
