@@ -348,7 +348,7 @@ class IngestWorker:
                 if name != self.consumer and info["pending"] and info["idle"] > self.reap_after_ms:
                     dead.add(name)
         for name in sorted(dead):
-            proxy = IngestWorker(self.redis, self.lake_root, consumer=name, batch_size=10**9)
+            proxy = IngestWorker(self.redis, self.lake_root, consumer=name)
             proxy.recover()
             reaped.append(name)
         return reaped
