@@ -377,6 +377,19 @@ def bench_ingest(
     emit(run(get_settings(), events, batch_size, out))
 
 
+@bench_app.command("intents")
+def bench_intents(
+    data: Annotated[
+        str | None, typer.Option(help="Data set in CLINC150's JSON layout (default CLINC150)")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
+) -> None:
+    """Train and evaluate the served intent classifier: accuracy, OOS recall, speed."""
+    from bench.intents import run
+
+    emit(run(data, out))
+
+
 def main() -> None:
     import psycopg
     import pydantic

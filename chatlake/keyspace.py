@@ -65,6 +65,11 @@ class TenantKeyspace:
         return f"{self.prefix}:user:{user_id}:convs"
 
     @property
+    def nlu_model(self) -> str:
+        """String: the tenant's active intent model version."""
+        return f"{self.prefix}:nlu:active"
+
+    @property
     def events(self) -> str:
         """Stream: every message and conversation event of the tenant, in order."""
         return f"{self.prefix}:events"

@@ -13,6 +13,7 @@ from chatlake.errors import ConfigError
 from chatlake.keyspace import redis_client, redis_sync_client
 from chatlake.settings import Settings
 from chatlake.tenants import ControlPlane
+from realtime.engine.nlu.registry import IntentRegistry
 from realtime.state import ConversationStore
 
 
@@ -33,6 +34,7 @@ class Platform:
     store: ConversationStore
     control: ControlPlane
     redis_sync: SyncRedis  # for blocking reads run in a thread (metrics scrapes)
+    intents: IntentRegistry
 
     @classmethod
     async def open(cls, settings: Settings) -> Platform:
@@ -49,6 +51,7 @@ class Platform:
             store=ConversationStore(redis, settings.conversation_ttl_seconds),
             control=ControlPlane(pool, redis),
             redis_sync=redis_sync_client(endpoints.redis_url),
+            intents=IntentRegistry(pool, redis, settings.lake_root),
         )
 
     async def close(self) -> None:

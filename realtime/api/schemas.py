@@ -194,3 +194,77 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+INTENT_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
+LANGUAGE_PATTERN = r"^[a-z]{2}$"
+
+
+class IntentIn(StrictModel):
+    examples: list[str] = Field(min_length=1, max_length=5000)
+    language: str = Field(default="en", pattern=LANGUAGE_PATTERN)
+
+    @field_validator("examples", mode="after")
+    @classmethod
+    def _examples(cls, value: list[str]) -> list[str]:
+        cleaned = [example.strip() for example in value]
+        if any(not example or len(example) > 1000 for example in cleaned):
+            raise ValueError("every example must be 1 to 1000 characters")
+        if any("\x00" in example for example in cleaned):
+            raise ValueError("must not contain NUL characters")
+        return cleaned
+
+
+class IntentOut(BaseModel):
+    name: str
+    language: str
+    examples: list[str]
+    updated_at: str | None = None
+
+
+class IntentList(BaseModel):
+    intents: list[IntentOut]
+
+
+class ParseIn(StrictModel):
+    text: str = Field(max_length=8192)
+    language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
+
+
+class Entity(BaseModel):
+    entity: str
+    value: Any
+    text: str
+    start: int
+    end: int
+
+
+class ParseOut(BaseModel):
+    intent: Intent | None
+    ranking: list[Intent]
+    entities: list[Entity]
+    language: str
+    model_version: int | None
+
+
+class ModelOut(BaseModel):
+    model_version: int
+    active: bool
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    created_at: str | None = None
+
+
+class ModelList(BaseModel):
+    models: list[ModelOut]
+
+
+class TrainOut(BaseModel):
+    model_version: int
+    active: bool
+    train_seconds: float
+    intents: int
+    examples: int
+    languages: list[str]
+    thresholds: dict[str, float]
+    lineage: dict[str, Any]

@@ -7,7 +7,7 @@ import pytest
 
 from chatlake.db import APP_ROLE
 
-TENANT_TABLES = ("tenants", "api_keys", "audit_log")
+TENANT_TABLES = ("tenants", "api_keys", "audit_log", "intents", "nlu_models")
 
 
 @pytest.fixture
@@ -53,7 +53,8 @@ def test_a_tenant_session_sees_only_its_own_rows(app_conn, tenant, other_tenant)
     _scope(app_conn, tenant.tenant_id)
     for table in TENANT_TABLES:
         ids = {str(r[0]) for r in app_conn.execute(f"select tenant_id from {table}")}
-        assert ids == {tenant.tenant_id}, table
+        assert ids <= {tenant.tenant_id}, table
+    assert app_conn.execute("select count(*) from tenants").fetchone()[0] == 1
 
 
 def test_a_tenant_session_cannot_write_another_tenants_rows(app_conn, tenant, other_tenant):

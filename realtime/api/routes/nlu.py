@@ -1,0 +1,99 @@
+"""Intents and the intent models of the calling tenant: edit, train, parse, activate."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+
+from realtime.api.deps import PlatformDep, TenantDep
+from realtime.api.errors import ApiError
+from realtime.api.schemas import (
+    INTENT_NAME_PATTERN,
+    LANGUAGE_PATTERN,
+    ErrorOut,
+    IntentIn,
+    IntentList,
+    IntentOut,
+    ModelList,
+    ModelOut,
+    ParseIn,
+    ParseOut,
+    TrainOut,
+)
+from realtime.engine.nlu.registry import TrainingError
+
+router = APIRouter(prefix="/v1", tags=["nlu"])
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422)}
+_NAME = re.compile(INTENT_NAME_PATTERN)
+
+
+def _intent_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ApiError(422, "intent names are 1 to 100 letters, digits, '_', '.' or '-'")
+    return name
+
+
+@router.get("/intents", response_model=IntentList, responses=ERRORS)
+async def list_intents(tenant: TenantDep, platform: PlatformDep) -> IntentList:
+    rows = await platform.intents.list_intents(tenant.tenant_id)
+    return IntentList(intents=[IntentOut(**row) for row in rows])
+
+
+@router.put("/intents/{name}", response_model=IntentOut, responses=ERRORS)
+async def put_intent(
+    name: str, body: IntentIn, tenant: TenantDep, platform: PlatformDep
+) -> IntentOut:
+    """Create or replace an intent's examples (for one language, English by default)."""
+    saved = await platform.intents.put_intent(
+        tenant.tenant_id, _intent_name(name), body.examples, body.language, tenant.actor
+    )
+    return IntentOut(**saved)
+
+
+@router.delete(
+    "/intents/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+    responses=ERRORS,
+)  # fmt: skip
+async def delete_intent(
+    name: str,
+    tenant: TenantDep,
+    platform: PlatformDep,
+    language: Annotated[str | None, Query(pattern=LANGUAGE_PATTERN)] = None,
+) -> Response:
+    await platform.intents.delete_intent(
+        tenant.tenant_id, _intent_name(name), language, tenant.actor
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/nlu/train", response_model=TrainOut, responses=ERRORS)
+async def train(tenant: TenantDep, platform: PlatformDep) -> dict[str, Any]:
+    """Train a model from the tenant's intents; it is live when this returns."""
+    try:
+        return await platform.intents.train(tenant.tenant_id, tenant.actor)
+    except TrainingError as exc:
+        raise ApiError(422, str(exc), code="cannot_train") from None
+
+
+@router.post("/nlu/parse", response_model=ParseOut, responses=ERRORS)
+async def parse(body: ParseIn, tenant: TenantDep, platform: PlatformDep) -> dict[str, Any]:
+    """Intent (null when out of scope), ranking, entities and language of a text."""
+    return await platform.intents.parse(tenant.tenant_id, body.text, body.language)
+
+
+@router.get("/nlu/models", response_model=ModelList, responses=ERRORS)
+async def list_models(tenant: TenantDep, platform: PlatformDep) -> ModelList:
+    models = await platform.intents.list_models(tenant.tenant_id)
+    return ModelList(models=[ModelOut(**m) for m in models])
+
+
+@router.post("/nlu/models/{version}/activate", response_model=ModelList, responses=ERRORS)
+async def activate(version: str, tenant: TenantDep, platform: PlatformDep) -> ModelList:
+    """Make a model version the live one (forward or back); no restart needed."""
+    if not version.isdigit():
+        raise ApiError(404, f"model version {version} not found")
+    await platform.intents.activate(tenant.tenant_id, int(version), tenant.actor)
+    models = await platform.intents.list_models(tenant.tenant_id)
+    return ModelList(models=[ModelOut(**m) for m in models])

@@ -1,0 +1,67 @@
+"""Entities: built-ins (numbers, emails, phone numbers, dates, amounts) found by patterns.
+
+Each entity is `{entity, value, text, start, end}`; `value` is normalised (a number, an ISO
+date, an amount with its currency) and `text` is what the user wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+PHONE = re.compile(r"(?<![\w+])\+?\d[\d ().-]{6,}\d(?!\w)")
+ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+DMY_DATE = re.compile(r"\b(\d{1,2})[/.](\d{1,2})[/.](\d{4})\b")
+CURRENCIES = {"$": "USD", "€": "EUR", "£": "GBP", "usd": "USD", "eur": "EUR", "gbp": "GBP"}
+AMOUNT = re.compile(
+    r"(?P<pre>[$€£])\s?(?P<a>\d+(?:[.,]\d{1,2})?)"
+    r"|(?P<b>\d+(?:[.,]\d{1,2})?)\s?(?P<post>[$€£]|usd|eur|gbp)\b",
+    re.IGNORECASE,
+)
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)?(?![\w])")
+
+
+def _number(text: str) -> float | int:
+    value = float(text.replace(",", "."))
+    return int(value) if value.is_integer() else value
+
+
+def extract_entities(text: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(name: str, match: re.Match[str], value: Any) -> None:
+        start, end = match.span()
+        if any(start < e and s < end for s, e in taken):
+            return
+        taken.append((start, end))
+        found.append(
+            {"entity": name, "value": value, "text": match.group(0), "start": start, "end": end}
+        )
+
+    for match in EMAIL.finditer(text):
+        add("email", match, match.group(0).lower())
+    for match in ISO_DATE.finditer(text):
+        try:
+            add("date", match, date(*map(int, match.groups())).isoformat())
+        except ValueError:
+            pass
+    for match in DMY_DATE.finditer(text):
+        day, month, year = map(int, match.groups())
+        try:
+            add("date", match, date(year, month, day).isoformat())
+        except ValueError:
+            pass
+    for match in AMOUNT.finditer(text):
+        amount = match.group("a") or match.group("b")
+        currency = CURRENCIES[(match.group("pre") or match.group("post")).lower()]
+        add("amount", match, {"value": _number(amount), "currency": currency})
+    for match in PHONE.finditer(text):
+        digits = re.sub(r"\D", "", match.group(0))
+        if 7 <= len(digits) <= 15:
+            add("phone_number", match, ("+" if match.group(0).startswith("+") else "") + digits)
+    for match in NUMBER.finditer(text):
+        add("number", match, _number(match.group(0)))
+    return sorted(found, key=lambda e: e["start"])

@@ -1,0 +1,216 @@
+"""Intents in PostgreSQL, intent models as versioned artifacts, and the active version.
+
+Training reads the tenant's intents, fits an `IntentModel` in a worker thread, writes it
+under `<lake>/models/intents/<tenant>/v<version>/` and records it in `nlu_models` with its
+metrics and lineage (a digest of the examples it learnt from). Activating a version writes
+PostgreSQL, then the Redis key every API process reads per request: the next request of
+any replica uses the new version, requests in flight finish on the one they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from chatlake.db import AppPool, tenant_transaction
+from chatlake.errors import NotFound
+from chatlake.keyspace import TenantKeyspace
+from chatlake.tenants import record_audit
+from realtime.engine.nlu.classifier import IntentModel
+from realtime.engine.nlu.entities import extract_entities
+from realtime.engine.nlu.language import detect_language
+
+CACHED_MODELS = 64
+
+
+class TrainingError(ValueError):
+    """The tenant's intents cannot make a model (too few intents or examples)."""
+
+
+class IntentRegistry:
+    def __init__(self, pool: AppPool, redis: Redis, lake_root: str) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.models_root = Path(lake_root) / "models" / "intents"
+        self._models: OrderedDict[tuple[str, int], IntentModel] = OrderedDict()
+        self._training: dict[str, asyncio.Lock] = {}
+
+    # --- intents -----------------------------------------------------------------------
+
+    async def list_intents(self, tenant_id: str) -> list[dict[str, Any]]:
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            cur = await conn.execute(
+                "select name, language, examples, updated_at from intents order by name, language"
+            )
+            rows = await cur.fetchall()
+        return [{**row, "updated_at": row["updated_at"].isoformat()} for row in rows]
+
+    async def put_intent(
+        self, tenant_id: str, name: str, examples: list[str], language: str, actor: str
+    ) -> dict[str, Any]:
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            await conn.execute(
+                """insert into intents (tenant_id, name, language, examples)
+                   values (%s, %s, %s, %s)
+                   on conflict (tenant_id, name, language)
+                   do update set examples = excluded.examples, updated_at = now()""",
+                (tenant_id, name, language, orjson.dumps(examples).decode()),
+            )
+            await record_audit(
+                conn, tenant_id, actor, "intent.saved", name,
+                {"language": language, "examples": len(examples)},
+            )  # fmt: skip
+        return {"name": name, "language": language, "examples": examples}
+
+    async def delete_intent(
+        self, tenant_id: str, name: str, language: str | None, actor: str
+    ) -> None:
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            cur = await conn.execute(
+                "delete from intents where name = %s and (%s::text is null or language = %s)",
+                (name, language, language),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"intent {name} not found")
+            await record_audit(conn, tenant_id, actor, "intent.deleted", name)
+
+    # --- models ------------------------------------------------------------------------
+
+    async def train(self, tenant_id: str, actor: str) -> dict[str, Any]:
+        lock = self._training.setdefault(tenant_id, asyncio.Lock())
+        async with lock:  # one training per tenant and process at a time
+            intents = await self.list_intents(tenant_id)
+            examples = [
+                (str(text), row["name"], row["language"])
+                for row in intents
+                for text in row["examples"]
+            ]
+            digest = hashlib.sha256(orjson.dumps(sorted(examples))).hexdigest()
+            started = time.perf_counter()
+            try:
+                model = await asyncio.to_thread(IntentModel.train, examples)
+            except ValueError as exc:
+                raise TrainingError(str(exc)) from None
+            seconds = time.perf_counter() - started
+            async with tenant_transaction(self.pool, tenant_id) as conn:
+                cur = await conn.execute(
+                    "select coalesce(max(version), 0) + 1 as v from nlu_models"
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                version = int(row["v"])
+                directory = self.models_root / tenant_id / f"v{version}"
+                await asyncio.to_thread(model.save, directory)
+                metrics = {
+                    "train_seconds": round(seconds, 3),
+                    "intents": len({(name, lang) for _, name, lang in examples}),
+                    "examples": len(examples),
+                    "languages": sorted(model.classifiers),
+                    "thresholds": {
+                        lang: round(c.threshold, 4) for lang, c in model.classifiers.items()
+                    },
+                }
+                lineage = {
+                    "examples_sha256": digest,
+                    "intents_updated_at": max((r["updated_at"] for r in intents), default=None),
+                }
+                await conn.execute(
+                    """insert into nlu_models (tenant_id, version, artifact_uri, metrics, lineage)
+                       values (%s, %s, %s, %s, %s)""",
+                    (tenant_id, version, str(directory), orjson.dumps(metrics).decode(),
+                     orjson.dumps(lineage).decode()),
+                )  # fmt: skip
+                await record_audit(conn, tenant_id, actor, "nlu.trained", str(version), metrics)
+            self._remember(tenant_id, version, model)
+            await self.activate(tenant_id, version, actor)
+            return {"model_version": version, "active": True, **metrics, "lineage": lineage}
+
+    async def list_models(self, tenant_id: str) -> list[dict[str, Any]]:
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            cur = await conn.execute(
+                """select version, active, metrics, lineage, created_at
+                   from nlu_models order by version"""
+            )
+            rows = await cur.fetchall()
+        return [
+            {
+                "model_version": row["version"],
+                "active": row["active"],
+                "metrics": row["metrics"],
+                "lineage": row["lineage"],
+                "created_at": row["created_at"].isoformat(),
+            }
+            for row in rows
+        ]
+
+    async def activate(self, tenant_id: str, version: int, actor: str) -> None:
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            cur = await conn.execute("select 1 from nlu_models where version = %s", (version,))
+            if await cur.fetchone() is None:
+                raise NotFound(f"model version {version} not found")
+            await conn.execute("update nlu_models set active = false where active")
+            await conn.execute("update nlu_models set active = true where version = %s", (version,))
+            await record_audit(conn, tenant_id, actor, "nlu.activated", str(version))
+        await self.redis.set(TenantKeyspace(tenant_id).nlu_model, version)
+
+    async def active_version(self, tenant_id: str) -> int | None:
+        cached = await self.redis.get(TenantKeyspace(tenant_id).nlu_model)
+        if cached is not None:
+            return int(cached)
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            cur = await conn.execute("select version from nlu_models where active")
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        await self.redis.set(TenantKeyspace(tenant_id).nlu_model, row["version"])
+        return int(row["version"])
+
+    async def model(self, tenant_id: str, version: int) -> IntentModel:
+        key = (tenant_id, version)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        directory = self.models_root / tenant_id / f"v{version}"
+        model = await asyncio.to_thread(IntentModel.load, directory)
+        self._remember(tenant_id, version, model)
+        return model
+
+    def _remember(self, tenant_id: str, version: int, model: IntentModel) -> None:
+        self._models[(tenant_id, version)] = model
+        while len(self._models) > CACHED_MODELS:
+            self._models.popitem(last=False)
+
+    # --- parsing -----------------------------------------------------------------------
+
+    async def parse(
+        self, tenant_id: str, text: str, language: str | None = None, threshold: float = 0.5
+    ) -> dict[str, Any]:
+        version = await self.active_version(tenant_id)
+        model = await self.model(tenant_id, version) if version is not None else None
+        default = model.default_language if model else "en"
+        language = language or detect_language(text, default)
+        result: dict[str, Any] = {
+            "intent": None,
+            "ranking": [],
+            "entities": extract_entities(text),
+            "language": language,
+            "model_version": version,
+        }
+        if model is not None and text.strip():
+            prediction = model.classifier_for(language).predict(text, threshold)
+            result["ranking"] = [
+                {"name": r.name, "confidence": r.confidence} for r in prediction.ranking
+            ]
+            if prediction.intent is not None:
+                result["intent"] = {
+                    "name": prediction.intent.name,
+                    "confidence": prediction.intent.confidence,
+                }
+        return result
