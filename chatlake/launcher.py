@@ -31,8 +31,10 @@ DEMO_TENANT = "demo"
 def run_control(settings: Settings, action: Any) -> Any:
     """Run the coroutine `action(control_plane)` to completion."""
 
+    from realtime.engine.flows.engine import sample_flow
+
     async def run() -> Any:
-        async with control_plane(settings) as control:
+        async with control_plane(settings, sample_flow()) as control:
             return await action(control)
 
     return asyncio.run(run())

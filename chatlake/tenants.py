@@ -40,11 +40,20 @@ class Tenant:
     rate_limit_per_minute: int
     status: str
     created_at: datetime
+    flow_version: int | None = None
+    flow_experiment: list[dict[str, Any]] | None = None
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)
         data["created_at"] = self.created_at.isoformat()
         return data
+
+    @property
+    def routing(self) -> str:
+        """Which flow version new conversations start on (JSON, cached for the hot path)."""
+        return orjson.dumps(
+            {"flow_version": self.flow_version, "experiment": self.flow_experiment}
+        ).decode()
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ def _tenant(row: dict[str, Any]) -> Tenant:
         rate_limit_per_minute=row["rate_limit_per_minute"],
         status=row["status"],
         created_at=row["created_at"],
+        flow_version=row.get("flow_version"),
+        flow_experiment=row.get("flow_experiment"),
     )
 
 
@@ -82,9 +93,12 @@ async def record_audit(
 
 
 class ControlPlane:
-    def __init__(self, pool: AppPool, redis: Redis) -> None:
+    def __init__(
+        self, pool: AppPool, redis: Redis, initial_flow: dict[str, Any] | None = None
+    ) -> None:
         self.pool = pool
         self.redis = redis
+        self.initial_flow = initial_flow  # published as version 1 of every new tenant
 
     async def create_tenant(
         self,
@@ -102,6 +116,18 @@ class ControlPlane:
             )
             row = await cur.fetchone()
             assert row is not None
+            if self.initial_flow is not None:
+                await conn.execute(
+                    """insert into flows (tenant_id, version, document, created_by)
+                       values (%s, 1, %s, %s)""",
+                    (tenant_id, orjson.dumps(self.initial_flow).decode(), actor),
+                )
+                cur = await conn.execute(
+                    "update tenants set flow_version = 1 where tenant_id = %s returning *",
+                    (tenant_id,),
+                )
+                row = await cur.fetchone()
+                assert row is not None
             tenant = _tenant(row)
             issued = await self._insert_key(conn, tenant_id, "default")
             await record_audit(
@@ -233,12 +259,22 @@ class ControlPlane:
         )
         return True
 
+    async def refresh_cache(self, tenant_id: str) -> Tenant:
+        """Re-read the tenant and rewrite what the hot path caches of it."""
+        tenant = await self.get_tenant(tenant_id)
+        await self._cache_tenant(tenant)
+        return tenant
+
     async def _cache_tenant(self, tenant: Tenant) -> None:
         keys = TenantKeyspace(tenant.tenant_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 keys.tenant,
-                mapping={"status": tenant.status, "rate_limit": tenant.rate_limit_per_minute},
+                mapping={
+                    "status": tenant.status,
+                    "rate_limit": tenant.rate_limit_per_minute,
+                    "routing": tenant.routing,
+                },
             )
             pipe.expire(keys.tenant, TENANT_CACHE_SECONDS)
             await pipe.execute()
@@ -255,14 +291,16 @@ class ControlPlane:
 
 
 @asynccontextmanager
-async def control_plane(settings: Settings) -> AsyncIterator[ControlPlane]:
+async def control_plane(
+    settings: Settings, initial_flow: dict[str, Any] | None = None
+) -> AsyncIterator[ControlPlane]:
     """A control plane on its own short-lived connections (for the CLI and `up`)."""
     endpoints = Services(settings).endpoints()
     pool = open_app_pool(endpoints.app_database_url, max_size=2)
     await pool.open(wait=True, timeout=30)
     redis = redis_client(endpoints.redis_url, max_connections=4)
     try:
-        yield ControlPlane(pool, redis)
+        yield ControlPlane(pool, redis, initial_flow)
     finally:
         await pool.close()
         await redis.aclose()

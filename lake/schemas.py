@@ -34,6 +34,9 @@ MESSAGE_EVENT = pa.schema(
         pa.field("provider", pa.string()),
         pa.field("model", pa.string()),
         pa.field("latency_ms", pa.float64()),
+        pa.field("flow_version", pa.int64()),
+        pa.field("variant", pa.string()),
+        pa.field("model_version", pa.int64()),
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )

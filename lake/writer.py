@@ -64,6 +64,7 @@ class DeltaAppender:
             rows,
             mode="append",
             partition_by=PARTITION_BY,
+            schema_mode="merge",  # columns added to the event since the table was made
             commit_properties=CommitProperties(
                 app_transactions=[Transaction(app_id=app_id, version=version)],
                 custom_metadata={"writer": app_id, "batch": str(version), **(metadata or {})},

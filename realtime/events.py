@@ -37,6 +37,9 @@ class MessageEvent(TypedDict):
     provider: str | None
     model: str | None
     latency_ms: float | None
+    flow_version: int | None
+    variant: str | None
+    model_version: int | None
     created_at: str
 
 
@@ -58,6 +61,9 @@ def message_event(
     provider: str | None = None,
     model: str | None = None,
     latency_ms: float | None = None,
+    flow_version: int | None = None,
+    variant: str | None = None,
+    model_version: int | None = None,
 ) -> MessageEvent:
     return MessageEvent(
         event_id=new_event_id(),
@@ -77,6 +83,9 @@ def message_event(
         provider=provider,
         model=model,
         latency_ms=latency_ms,
+        flow_version=flow_version,
+        variant=variant,
+        model_version=model_version,
         created_at=created_at.isoformat(),
     )
 

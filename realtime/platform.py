@@ -13,6 +13,8 @@ from chatlake.errors import ConfigError
 from chatlake.keyspace import redis_client, redis_sync_client
 from chatlake.settings import Settings
 from chatlake.tenants import ControlPlane
+from realtime.engine.flows.engine import sample_flow
+from realtime.engine.flows.registry import FlowRegistry
 from realtime.engine.nlu.registry import IntentRegistry
 from realtime.state import ConversationStore
 
@@ -35,6 +37,7 @@ class Platform:
     control: ControlPlane
     redis_sync: SyncRedis  # for blocking reads run in a thread (metrics scrapes)
     intents: IntentRegistry
+    flows: FlowRegistry
 
     @classmethod
     async def open(cls, settings: Settings) -> Platform:
@@ -43,15 +46,17 @@ class Platform:
         pool = open_app_pool(endpoints.app_database_url, max_size=settings.db_pool_size)
         await pool.open(wait=False)
         redis = redis_client(endpoints.redis_url)
+        control = ControlPlane(pool, redis, sample_flow())
         return cls(
             settings=settings,
             endpoints=endpoints,
             pool=pool,
             redis=redis,
             store=ConversationStore(redis, settings.conversation_ttl_seconds),
-            control=ControlPlane(pool, redis),
+            control=control,
             redis_sync=redis_sync_client(endpoints.redis_url),
             intents=IntentRegistry(pool, redis, settings.lake_root),
+            flows=FlowRegistry(pool, control),
         )
 
     async def close(self) -> None:

@@ -31,8 +31,8 @@ ADMIT = """
 local key_id = redis.call('GET', KEYS[2])
 if not key_id then return {'miss'} end
 if key_id == '' then return {'unauthorized'} end
-local tenant = redis.call('HMGET', KEYS[1], 'status', 'rate_limit')
-if not tenant[1] then return {'miss'} end
+local tenant = redis.call('HMGET', KEYS[1], 'status', 'rate_limit', 'routing')
+if not tenant[1] or not tenant[3] then return {'miss'} end
 if tenant[1] ~= 'active' then return {'suspended'} end
 if tonumber(ARGV[1]) > 0 then
   -- GCRA: one message every 60/limit seconds, with a burst of a whole minute's allowance
@@ -50,10 +50,11 @@ if tonumber(ARGV[1]) > 0 then
   redis.call('SET', KEYS[3], string.format('%d', new_tat),
              'PX', math.ceil((new_tat - now) / 1000) + 1000)
 end
-if #KEYS < 4 then return {'ok', key_id} end
-local conversation = redis.call('HGETALL', KEYS[4])
-if #conversation == 0 then return {'no_conversation', key_id} end
-return {'ok', key_id, conversation}
+local nlu = redis.call('GET', KEYS[4]) or ''
+if #KEYS < 5 then return {'ok', key_id, tenant[3], nlu} end
+local conversation = redis.call('HGETALL', KEYS[5])
+if #conversation == 0 then return {'no_conversation', key_id, tenant[3], nlu} end
+return {'ok', key_id, tenant[3], nlu, conversation}
 """
 
 RECORD = """
@@ -93,6 +94,8 @@ class Admission:
     key_id: str | None = None
     retry_after: int = 0
     conversation: dict[str, str] | None = None
+    routing: dict[str, Any] | None = None  # live flow version and A/B split
+    nlu_version: int | None = None
 
 
 def _decode_hash(flat: list[bytes]) -> dict[str, str]:
@@ -110,16 +113,22 @@ class ConversationStore:
         self, key: ParsedKey, *, rate_limited: bool, conversation_id: str | None = None
     ) -> Admission:
         keys = TenantKeyspace(key.tenant_id)
-        script_keys = [keys.tenant, keys.api_key(key.digest_hex), keys.rate_limit]
+        script_keys = [keys.tenant, keys.api_key(key.digest_hex), keys.rate_limit, keys.nlu_model]
         if conversation_id is not None:
             script_keys.append(keys.conversation(conversation_id))
         result = await self._call(self._admit, script_keys, [1 if rate_limited else 0])
         status = result[0].decode()
         if status == "limited":
             return Admission(status, retry_after=max(1, int(result[1])))
-        key_id = result[1].decode() if len(result) > 1 else None
-        conversation = _decode_hash(result[2]) if len(result) > 2 else None
-        return Admission(status, key_id=key_id, conversation=conversation)
+        if len(result) < 4:
+            return Admission(status)
+        return Admission(
+            status,
+            key_id=result[1].decode(),
+            routing=orjson.loads(result[2]),
+            nlu_version=int(result[3]) if result[3] else None,
+            conversation=_decode_hash(result[4]) if len(result) > 4 else None,
+        )
 
     async def record(
         self,
@@ -177,6 +186,20 @@ class ConversationStore:
         finally:
             await pool.release(conn)
         return await script(keys=keys, args=args)
+
+    async def release_handoff(self, tenant_id: str, conversation_id: str) -> bool:
+        """Give a handed-off conversation back to the bot; False if it was not handed off."""
+        key = TenantKeyspace(tenant_id).conversation(conversation_id)
+        raw = await self.redis.hget(key, "flow")
+        if raw is None:
+            return False
+        state = orjson.loads(raw)
+        if not state.get("handoff"):
+            return False
+        state["handoff"] = False
+        state["state"] = ""  # the next message starts again from the flow's start
+        await self.redis.hset(key, "flow", orjson.dumps(state))
+        return True
 
     async def conversation(
         self, tenant_id: str, conversation_id: str

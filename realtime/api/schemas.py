@@ -268,3 +268,43 @@ class TrainOut(BaseModel):
     languages: list[str]
     thresholds: dict[str, float]
     lineage: dict[str, Any]
+
+
+class FlowPublished(BaseModel):
+    version: int
+
+
+class FlowVersion(BaseModel):
+    version: int
+    live: bool
+    created_by: str
+    created_at: str
+
+
+class FlowVersions(BaseModel):
+    live: int | None
+    experiment: list[dict[str, Any]] | None
+    versions: list[FlowVersion]
+
+
+class RollbackIn(StrictModel):
+    version: int = Field(ge=1)
+
+
+class Variant(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,50}$")
+    version: int = Field(ge=1)
+    weight: int = Field(ge=1, le=100)
+
+
+class ExperimentIn(StrictModel):
+    variants: list[Variant] = Field(min_length=2, max_length=10)
+
+    @field_validator("variants", mode="after")
+    @classmethod
+    def _split(cls, value: list[Variant]) -> list[Variant]:
+        if sum(v.weight for v in value) != 100:
+            raise ValueError("the weights must add up to 100")
+        if len({v.name for v in value}) != len(value):
+            raise ValueError("variant names must differ")
+        return value

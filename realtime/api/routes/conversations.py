@@ -75,3 +75,16 @@ async def list_conversations(
     """A user's conversations, most recently active first."""
     rows = await platform.store.user_conversations(tenant.tenant_id, user_id, limit)
     return ConversationList(conversations=[_summary(row["conversation_id"], row) for row in rows])
+
+
+@router.post("/{conversation_id}/handoff/release", responses=ERRORS)
+async def release_handoff(
+    conversation_id: str, tenant: TenantDep, platform: PlatformDep
+) -> dict[str, Any]:
+    """A person is done: the bot answers this conversation again, from the flow's start."""
+    released = _ID.match(conversation_id) and await platform.store.release_handoff(
+        tenant.tenant_id, conversation_id
+    )
+    if not released:
+        raise ApiError(404, f"conversation {conversation_id} not found or not handed off")
+    return {"conversation_id": conversation_id, "handoff": False}

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from realtime.api.errors import ApiError, parse_json_body
 from realtime.api.schemas import ErrorOut, MessageIn, MessageOut
 from realtime.auth import admit, bearer_token, parse_bearer
-from realtime.engine.rules import rule_reply
+from realtime.engine.conversation import answer
 from realtime.events import conversation_event, encode, message_event, new_event_id
 from realtime.observability import EVENTS_APPENDED, message_series
 from realtime.platform import Platform
@@ -58,16 +58,33 @@ async def post_message(request: Request) -> Response:
     tenant_id = key.tenant_id
     conversation_id = body.conversation_id or new_event_id()
     received_at = datetime.now(UTC)
-    reply = rule_reply(body.text, body.type)
-    common = {
+    reply = await answer(
+        platform.flows,
+        platform.intents,
+        tenant_id=tenant_id,
+        user_id=body.user_id,
+        text=body.text,
+        message_type=body.type,
+        language=body.language,
+        routing=admission.routing,
+        nlu_version=admission.nlu_version,
+        flow_state=conversation.get("flow") if conversation else None,
+    )
+    common: dict[str, Any] = {
         "tenant_id": tenant_id,
         "conversation_id": conversation_id,
         "user_id": body.user_id,
         "channel": body.channel,
-        "language": body.language,
+    }
+    versions: dict[str, Any] = {
+        "flow_version": reply.flow_version,
+        "variant": reply.variant,
+        "model_version": reply.model_version,
+        "language": reply.language,
     }
     inbound = message_event(
         **common,
+        **versions,
         direction="in",
         type=body.type,
         text=body.text,
@@ -81,6 +98,7 @@ async def post_message(request: Request) -> Response:
     outbound = [
         message_event(
             **common,
+            **versions,
             direction="out",
             type="text",
             text=text,
@@ -93,18 +111,23 @@ async def post_message(request: Request) -> Response:
         for text in reply.texts
     ]
     fields = {"updated_at": replied_at.isoformat(), "channel": body.channel}
+    if reply.flow_state is not None:
+        fields["flow"] = reply.flow_state
     other_events = []
     if conversation is None:
         fields |= {"user_id": body.user_id, "created_at": received_at.isoformat()}
         opened = conversation_event(
             "conversation_started",
-            tenant_id=tenant_id,
-            conversation_id=conversation_id,
-            user_id=body.user_id,
-            channel=body.channel,
+            **common,
             created_at=received_at,
+            payload={"flow_version": reply.flow_version, "variant": reply.variant},
         )
         other_events.append(encode(opened))
+    if reply.handoff_started:
+        handoff = conversation_event(
+            "handoff", **common, created_at=replied_at, payload={"variant": reply.variant}
+        )
+        other_events.append(encode(handoff))
     events = [inbound, *outbound]
     await platform.store.record(
         tenant_id,
@@ -137,5 +160,9 @@ async def post_message(request: Request) -> Response:
         ),
         "handoff": reply.handoff,
         "answered_by": answered_by,
+        "flow": {"version": reply.flow_version, "variant": reply.variant}
+        if reply.flow_version is not None
+        else None,
+        "model_version": reply.model_version,
     }
     return Response(orjson.dumps(result), media_type="application/json")

@@ -1,0 +1,101 @@
+"""One user message through the engine: intent recognition, then the tenant's flow (or,
+for a tenant without one, the rule tier alone).
+
+This is where the reply chain plugs in: a flow step with `reply_chain`, and any message no
+transition takes, is answered by `reply_chain` (today the rule tier; the LLM providers and
+knowledge answers slot in ahead of it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime.engine.flows.engine import FlowState, Message, run_step
+from realtime.engine.flows.registry import FlowRegistry, choose_version
+from realtime.engine.nlu.entities import extract_entities
+from realtime.engine.nlu.language import detect_language
+from realtime.engine.nlu.registry import IntentRegistry
+from realtime.engine.rules import rule_reply
+
+
+@dataclass
+class Answer:
+    texts: list[str]
+    intent: str | None
+    confidence: float | None
+    handoff: bool
+    tier: str
+    language: str | None
+    flow_state: str | None = None  # the conversation's new FlowState, as JSON
+    flow_version: int | None = None
+    variant: str | None = None
+    model_version: int | None = None
+    handoff_started: bool = False
+    provider: str | None = None
+    model: str | None = None
+    entities: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def answer(
+    flows: FlowRegistry,
+    intents: IntentRegistry,
+    *,
+    tenant_id: str,
+    user_id: str,
+    text: str,
+    message_type: str,
+    language: str | None,
+    routing: dict[str, Any] | None,
+    nlu_version: int | None,
+    flow_state: str | None,
+) -> Answer:
+    intent = confidence = None
+    entities = extract_entities(text) if text else []
+    if nlu_version is not None and message_type == "text" and text.strip():
+        model = await intents.model(tenant_id, nlu_version)
+        language = language or detect_language(text, model.default_language)
+        prediction = model.classifier_for(language).predict(text)
+        if prediction.intent is not None:
+            intent, confidence = prediction.intent.name, prediction.intent.confidence
+
+    def reply_chain(message: Message) -> list[str]:
+        return rule_reply(message.text, message_type).texts
+
+    state = FlowState.loads(flow_state) if flow_state else None
+    version: int | None
+    if state is not None:
+        version, variant = state.version, state.variant
+    else:
+        version, variant = choose_version(routing or {}, tenant_id, user_id)
+    if version is None:  # no flow published: the rule tier answers alone
+        rules = rule_reply(text, message_type)
+        return Answer(
+            texts=rules.texts,
+            intent=intent or rules.intent,
+            confidence=confidence if intent else rules.confidence,
+            handoff=False,
+            tier="rules",
+            language=language,
+            model_version=nlu_version,
+            entities=entities,
+        )
+    flow = await flows.document(tenant_id, version)
+    was_handed_off = state.handoff if state else False
+    step = run_step(
+        flow, state, version, variant, Message(text, intent, confidence, entities), reply_chain
+    )
+    return Answer(
+        texts=step.texts,
+        intent=intent,
+        confidence=confidence,
+        handoff=step.handoff,
+        tier="rules" if step.used_reply_chain else "flow",
+        language=language,
+        flow_state=step.state.dumps(),
+        flow_version=version,
+        variant=variant,
+        model_version=nlu_version,
+        handoff_started=step.handoff and not was_handed_off,
+        entities=entities,
+    )

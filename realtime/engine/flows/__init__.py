@@ -1,0 +1,1 @@
+"""Conversation flows: the JSON Schema, the state-machine engine and the sample flow."""

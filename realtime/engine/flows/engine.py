@@ -1,0 +1,310 @@
+"""The flow engine (the Message Control Processor): one user message, one step of the
+tenant's state machine.
+
+A flow is a JSON document (validated by `flow.schema.json` plus reference checks). The
+engine is a pure function of (flow, the conversation's `FlowState`, the parsed message):
+it keeps nothing in process memory, so whichever API replica takes the next message
+continues where the last one stopped. The state lives in the conversation's Redis hash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+MAX_STEPS = 25  # states entered for one message: a `next` cycle stops here
+DEFAULT_INVALID = "Sorry, that doesn't look right."
+
+
+@lru_cache(maxsize=1)
+def flow_schema() -> dict[str, Any]:
+    text = resources.files("realtime.engine.flows").joinpath("flow.schema.json").read_text()
+    return dict(json.loads(text))
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(flow_schema(), format_checker=FormatChecker())
+
+
+class FlowInvalid(ValueError):
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{p['path']}: {p['problem']}" for p in problems[:5]))
+        self.problems = problems
+
+
+def _path(parts: Any) -> str:
+    path = "$"
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def validate_flow(document: Any) -> None:
+    """Raise FlowInvalid naming the offending place of every problem found."""
+    problems = [
+        {"path": _path(error.absolute_path), "problem": error.message}
+        for error in sorted(_validator().iter_errors(document), key=lambda e: list(e.path))
+    ]
+    if problems:
+        raise FlowInvalid(problems)
+    states = document["states"]
+
+    def check(name: str, where: list[Any]) -> None:
+        if name not in states:
+            problems.append({"path": _path(where), "problem": f"no state named {name!r}"})
+
+    check(document["start"], ["start"])
+    for i, transition in enumerate(document.get("global_transitions", [])):
+        check(transition["to"], ["global_transitions", i, "to"])
+    for name, state in states.items():
+        for key in ("next",):
+            if key in state:
+                check(state[key], ["states", name, key])
+        if "slot" in state and "on_failure" in state["slot"]:
+            check(state["slot"]["on_failure"], ["states", name, "slot", "on_failure"])
+        for i, transition in enumerate(state.get("transitions", [])):
+            check(transition["to"], ["states", name, "transitions", i, "to"])
+    if problems:
+        raise FlowInvalid(problems)
+
+
+@dataclass
+class FlowState:
+    """Where a conversation is in its flow; stored as JSON with the conversation."""
+
+    version: int
+    state: str
+    variant: str | None = None
+    slots: dict[str, Any] = field(default_factory=dict)
+    waiting: bool = False  # a slot's prompt was sent; the next message answers it
+    attempts: int = 0
+    handoff: bool = False
+    turns: int = 0
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, raw: str) -> FlowState:
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    intent: str | None
+    confidence: float | None
+    entities: list[dict[str, Any]]
+
+
+@dataclass
+class StepResult:
+    texts: list[str]
+    state: FlowState
+    handoff: bool
+    used_reply_chain: bool = False
+    visited: list[str] = field(default_factory=list)
+
+
+ReplyChain = Callable[[Message], list[str]]
+
+
+def _texts(value: str | list[str] | None, slots: dict[str, Any]) -> list[str]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    return [_render(text, slots) for text in items]
+
+
+def _render(text: str, slots: dict[str, Any]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: str(slots.get(m.group(1), m.group(0))), text)
+
+
+def _holds(condition: dict[str, Any] | None, message: Message, slots: dict[str, Any]) -> bool:
+    if not condition:
+        return True
+    if "intent" in condition:
+        if message.intent != condition["intent"]:
+            return False
+        if (message.confidence or 0.0) < condition.get("min_confidence", 0.0):
+            return False
+    if "pattern" in condition and not re.search(condition["pattern"], message.text, re.I):
+        return False
+    if "entity" in condition and not any(
+        e["entity"] == condition["entity"] for e in message.entities
+    ):
+        return False
+    if "slot_filled" in condition and condition["slot_filled"] not in slots:
+        return False
+    if "slot_empty" in condition and condition["slot_empty"] in slots:
+        return False
+    return all(slots.get(k) == v for k, v in condition.get("slot_equals", {}).items())
+
+
+def _match(
+    transitions: list[dict[str, Any]], message: Message, slots: dict[str, Any]
+) -> dict[str, Any] | None:
+    for transition in transitions:
+        condition = transition.get("when")
+        if _holds(condition, message, slots):
+            return transition
+    return None
+
+
+def _slot_value(slot: dict[str, Any], message: Message) -> Any | None:
+    """The slot's value in the message, or None when the answer does not fit."""
+    if "entity" in slot:
+        found = [e for e in message.entities if e["entity"] == slot["entity"]]
+        if not found:
+            return None
+        value, text = found[0]["value"], found[0]["text"]
+    else:
+        value = text = message.text.strip()
+    if "pattern" in slot and not re.fullmatch(slot["pattern"], str(text).strip(), re.I):
+        return None
+    return value
+
+
+class FlowRun:
+    """One message through the flow."""
+
+    def __init__(
+        self, flow: dict[str, Any], state: FlowState, message: Message, chain: ReplyChain
+    ) -> None:
+        self.flow = flow
+        self.fs = state
+        self.message = message
+        self.chain = chain
+        self.out: list[str] = []
+        self.used_chain = False
+        self.visited: list[str] = []
+
+    def result(self) -> StepResult:
+        return StepResult(self.out, self.fs, self.fs.handoff, self.used_chain, self.visited)
+
+    def step(self) -> StepResult:
+        fs, states = self.fs, self.flow["states"]
+        fs.turns += 1
+        if fs.handoff:  # a person has the conversation: the bot stays quiet
+            return self.result()
+        current = states.get(fs.state) or states[self.flow["start"]]
+        transition = _match(self.flow.get("global_transitions", []), self.message, fs.slots)
+        if transition is None and fs.waiting and "slot" in current:
+            return self._answer_slot(current)
+        if transition is None:
+            transition = _match(current.get("transitions", []), self.message, fs.slots)
+        if transition is None:
+            self._fallback()
+            return self.result()
+        self._follow(transition)
+        return self.result()
+
+    def _follow(self, transition: dict[str, Any]) -> None:
+        for name in transition.get("clear_slots", []):
+            self.fs.slots.pop(name, None)
+        self.fs.waiting = False
+        self.fs.attempts = 0
+        self._enter(transition["to"])
+
+    def _answer_slot(self, current: dict[str, Any]) -> StepResult:
+        slot, fs = current["slot"], self.fs
+        value = _slot_value(slot, self.message)
+        if value is not None:
+            fs.slots[slot["name"]] = value
+            fs.waiting = False
+            fs.attempts = 0
+            self._continue(current, depth=0)
+            return self.result()
+        fs.attempts += 1
+        if fs.attempts >= slot.get("max_attempts", 3):
+            fs.waiting = False
+            fs.attempts = 0
+            self.out += _texts(slot.get("invalid", DEFAULT_INVALID), fs.slots)
+            self._enter(slot.get("on_failure", self.flow["start"]))
+            return self.result()
+        self.out += _texts(slot.get("invalid", DEFAULT_INVALID), fs.slots)
+        self.out += _texts(slot["prompt"], fs.slots)
+        return self.result()
+
+    def _fallback(self) -> None:
+        fallback = self.flow.get("fallback", {"reply_chain": True})
+        self.out += _texts(fallback.get("say"), self.fs.slots)
+        if fallback.get("reply_chain", "say" not in fallback):
+            self._use_chain()
+        current = self.flow["states"].get(self.fs.state, {})
+        if self.fs.waiting and "slot" in current:  # remind what we are waiting for
+            self.out += _texts(current["slot"]["prompt"], self.fs.slots)
+
+    def _use_chain(self) -> None:
+        self.used_chain = True
+        self.out += self.chain(self.message)
+
+    def _enter(self, name: str, depth: int = 0) -> None:
+        if depth >= MAX_STEPS:
+            return
+        fs, state = self.fs, self.flow["states"][name]
+        fs.state = name
+        self.visited.append(name)
+        self.out += _texts(state.get("say"), fs.slots)
+        if state.get("reply_chain"):
+            self._use_chain()
+        if state.get("handoff"):
+            fs.handoff = True
+            return
+        if "slot" in state and state["slot"]["name"] not in fs.slots:
+            slot = state["slot"]
+            # The message that led here may already carry the value ("order 12345?").
+            value = _slot_value(slot, self.message) if "entity" in slot else None
+            if value is None:
+                self.out += _texts(slot["prompt"], fs.slots)
+                fs.waiting = True
+                return
+            fs.slots[slot["name"]] = value
+        self._continue(state, depth)
+
+    def _continue(self, state: dict[str, Any], depth: int) -> None:
+        """After a state is done (entered, or its slot filled): end, follow a transition
+        that already holds on the slots, or go on to `next`."""
+        if state.get("end"):
+            self.fs.state = self.flow["start"]
+            self.fs.slots = {}
+            return
+        automatic = [t for t in state.get("transitions", []) if _is_automatic(t)]
+        transition = _match(automatic, self.message, self.fs.slots)
+        if transition is not None:
+            for slot in transition.get("clear_slots", []):
+                self.fs.slots.pop(slot, None)
+            self._enter(transition["to"], depth + 1)
+        elif "next" in state:
+            self._enter(state["next"], depth + 1)
+
+
+def _is_automatic(transition: dict[str, Any]) -> bool:
+    """A transition on slots alone is taken as soon as it holds, without a new message."""
+    condition = transition.get("when") or {}
+    return bool(condition) and set(condition) <= {"slot_filled", "slot_empty", "slot_equals"}
+
+
+@lru_cache(maxsize=1)
+def sample_flow() -> dict[str, Any]:
+    """The flow every new tenant starts with."""
+    text = resources.files("realtime.engine.flows").joinpath("sample_flow.json").read_text()
+    return dict(json.loads(text))
+
+
+def run_step(
+    flow: dict[str, Any], state: FlowState | None, version: int, variant: str | None,
+    message: Message, chain: ReplyChain,
+) -> StepResult:  # fmt: skip
+    """Advance a conversation by one message (a new one starts at the flow's `start`)."""
+    if state is None:
+        state = FlowState(version=version, state=flow["start"], variant=variant)
+    return FlowRun(flow, state, message, chain).step()
