@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatlake.apikeys import ParsedKey
 from chatlake.keyspace import TenantKeyspace
+from realtime.engine.context import RECENT_MESSAGES
 
 ADMIT = """
 local key_id = redis.call('GET', KEYS[2])
@@ -77,6 +78,7 @@ for i = 2, #ARGV do
   ids[#ids + 1] = redis.call('XADD', KEYS[4], '*', 'event', ARGV[i])
 end
 redis.call('HINCRBY', KEYS[1], 'message_count', meta.messages)
+redis.call('LTRIM', KEYS[2], -meta.keep, -1)  -- bounded: older messages live in the lake
 redis.call('ZADD', KEYS[3], meta.activity, meta.conversation_id)
 redis.call('EXPIRE', KEYS[1], meta.ttl)
 redis.call('EXPIRE', KEYS[2], meta.ttl)
@@ -155,6 +157,7 @@ class ConversationStore:
                 "conversation_id": conversation_id,
                 "batch_id": batch_id,
                 "messages": len(events),
+                "keep": RECENT_MESSAGES,
                 "fields": fields,
             }
         )

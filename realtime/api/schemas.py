@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CHANNELS = ("web", "api", "whatsapp", "messenger", "slack", "teams", "twilio", "twilio-voice")
 MESSAGE_TYPES = (
@@ -111,8 +112,13 @@ class ConversationOut(BaseModel):
     channel: str
     created_at: str
     updated_at: str
-    message_count: int
-    messages: list[MessageRecord]
+    message_count: int = Field(description="All messages, including those past the window")
+    summary: dict[str, Any] | None = Field(
+        default=None, description="The whole conversation, compressed (bounded in size)"
+    )
+    messages: list[MessageRecord] = Field(
+        description="The most recent messages (at most 50), oldest first; the lake has them all"
+    )
 
 
 class ConversationSummary(BaseModel):
@@ -308,3 +314,36 @@ class ExperimentIn(StrictModel):
         if len({v.name for v in value}) != len(value):
             raise ValueError("variant names must differ")
         return value
+
+
+class EntityIn(StrictModel):
+    """Exactly one of `pattern` (a regular expression) or `lookup` (value -> synonyms)."""
+
+    pattern: str | None = Field(default=None, min_length=1, max_length=500)
+    lookup: dict[str, list[str]] | None = Field(default=None, min_length=1, max_length=5000)
+
+    @field_validator("pattern", mode="after")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> EntityIn:
+        if (self.pattern is None) == (self.lookup is None):
+            raise ValueError("give exactly one of pattern or lookup")
+        return self
+
+
+class EntityOut(BaseModel):
+    name: str
+    pattern: str | None
+    lookup: dict[str, list[str]] | None
+
+
+class EntityList(BaseModel):
+    entities: list[EntityOut]

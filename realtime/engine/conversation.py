@@ -35,6 +35,7 @@ class Answer:
     provider: str | None = None
     model: str | None = None
     entities: list[dict[str, Any]] = field(default_factory=list)
+    slots: dict[str, Any] = field(default_factory=dict)
 
 
 async def answer(
@@ -51,9 +52,9 @@ async def answer(
     flow_state: str | None,
 ) -> Answer:
     intent = confidence = None
-    entities = extract_entities(text) if text else []
-    if nlu_version is not None and message_type == "text" and text.strip():
-        model = await intents.model(tenant_id, nlu_version)
+    model = await intents.model(tenant_id, nlu_version) if nlu_version is not None else None
+    entities = extract_entities(text, model.entities if model else ()) if text else []
+    if model is not None and message_type == "text" and text.strip():
         language = language or detect_language(text, model.default_language)
         prediction = model.classifier_for(language).predict(text)
         if prediction.intent is not None:
@@ -98,4 +99,5 @@ async def answer(
         model_version=nlu_version,
         handoff_started=step.handoff and not was_handed_off,
         entities=entities,
+        slots=step.state.slots,
     )

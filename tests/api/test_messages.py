@@ -117,3 +117,21 @@ def test_a_conversation_of_another_user_is_refused(client, tenant):
     response = send(client, tenant, "hi", user_id="mallory", conversation_id=conversation_id)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conversation_user_mismatch"
+
+
+def test_a_long_conversation_keeps_a_bounded_window_and_a_summary(client, tenant, endpoints):
+    conversation_id = send(client, tenant, "hello").json()["conversation_id"]
+    for i in range(40):
+        send(client, tenant, f"what are your opening hours {i}", conversation_id=conversation_id)
+    body = client.get(f"/v1/conversations/{conversation_id}", headers=tenant.headers).json()
+    assert body["message_count"] == 82
+    assert len(body["messages"]) == 50  # the window; the lake keeps every message
+    assert body["messages"][-1]["direction"] == "out"
+    summary = body["summary"]
+    assert summary["messages"] == 82 and summary["user_messages"] == 41
+    assert summary["first_user_message"] == "hello"
+    assert summary["recent_topics"][-1] == "what are your opening hours 39"
+    state = redis.Redis.from_url(endpoints.redis_url)
+    keys = TenantKeyspace(tenant.tenant_id)
+    assert state.llen(keys.messages(conversation_id)) == 50
+    assert len(state.hget(keys.conversation(conversation_id), "summary")) < 2000

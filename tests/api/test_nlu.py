@@ -199,3 +199,31 @@ def test_a_new_version_hot_swaps_under_load_and_rolls_back(client, admin_headers
     assert errors == []
     assert seen >= {1, 2}
     assert client.post("/v1/nlu/models/9/activate", headers=tenant.headers).status_code == 404
+
+
+def test_tenant_entities_from_lookups_and_patterns_apply_from_the_next_training(
+    client, admin_headers
+):
+    tenant = create_tenant(client, admin_headers, name="entities")
+    load_intents(client, tenant, languages=("en",))
+    lookup = {"lookup": {"iPhone 15": ["iphone", "apple phone"], "Galaxy S24": ["galaxy"]}}
+    assert (
+        client.put("/v1/entities/product", json=lookup, headers=tenant.headers).status_code == 200
+    )
+    sku = {"pattern": r"SKU-\d{4}"}
+    assert client.put("/v1/entities/sku", json=sku, headers=tenant.headers).status_code == 200
+    listed = client.get("/v1/entities", headers=tenant.headers).json()["entities"]
+    assert [e["name"] for e in listed] == ["product", "sku"]
+
+    before = parse(client, tenant, "my apple phone SKU-1234 broke")
+    assert not any(e["entity"] in ("product", "sku") for e in before["entities"])
+    client.post("/v1/nlu/train", headers=tenant.headers)
+    after = parse(client, tenant, "my apple phone SKU-1234 broke")
+    found = {e["entity"]: e["value"] for e in after["entities"]}
+    assert found["product"] == "iPhone 15" and found["sku"] == "SKU-1234"
+
+    for bad in ({"pattern": "(unclosed"}, {"pattern": "a", "lookup": {"x": []}}, {}):
+        response = client.put("/v1/entities/bad", json=bad, headers=tenant.headers)
+        assert response.status_code == 422, bad
+    assert client.delete("/v1/entities/sku", headers=tenant.headers).status_code == 204
+    assert client.delete("/v1/entities/sku", headers=tenant.headers).status_code == 404

@@ -7,7 +7,7 @@ import pytest
 
 from chatlake.db import APP_ROLE
 
-TENANT_TABLES = ("tenants", "api_keys", "audit_log", "intents", "nlu_models")
+TENANT_TABLES = ("tenants", "api_keys", "audit_log", "intents", "nlu_models", "flows", "entities")
 
 
 @pytest.fixture

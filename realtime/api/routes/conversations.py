@@ -62,7 +62,11 @@ async def get_conversation(
         raise ApiError(404, f"conversation {conversation_id} not found")
     meta, events = found
     summary = _summary(conversation_id, meta)
-    return ConversationOut(**summary.model_dump(), messages=[_record(e) for e in events])
+    return ConversationOut(
+        **summary.model_dump(),
+        summary=orjson.loads(meta["summary"]) if meta.get("summary") else None,
+        messages=[_record(e) for e in events],
+    )
 
 
 @router.get("", response_model=ConversationList, responses=ERRORS)

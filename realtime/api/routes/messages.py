@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from realtime.api.errors import ApiError, parse_json_body
 from realtime.api.schemas import ErrorOut, MessageIn, MessageOut
 from realtime.auth import admit, bearer_token, parse_bearer
+from realtime.engine.context import update_summary
 from realtime.engine.conversation import answer
 from realtime.events import conversation_event, encode, message_event, new_event_id
 from realtime.observability import EVENTS_APPENDED, message_series
@@ -110,7 +111,17 @@ async def post_message(request: Request) -> Response:
         )
         for text in reply.texts
     ]
-    fields = {"updated_at": replied_at.isoformat(), "channel": body.channel}
+    fields = {
+        "updated_at": replied_at.isoformat(),
+        "channel": body.channel,
+        "summary": update_summary(
+            conversation.get("summary") if conversation else None,
+            text=body.text,
+            intent=reply.intent,
+            replies=len(outbound),
+            slots=reply.slots,
+        ),
+    }
     if reply.flow_state is not None:
         fields["flow"] = reply.flow_state
     other_events = []

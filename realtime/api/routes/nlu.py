@@ -12,6 +12,9 @@ from realtime.api.errors import ApiError
 from realtime.api.schemas import (
     INTENT_NAME_PATTERN,
     LANGUAGE_PATTERN,
+    EntityIn,
+    EntityList,
+    EntityOut,
     ErrorOut,
     IntentIn,
     IntentList,
@@ -22,6 +25,7 @@ from realtime.api.schemas import (
     ParseOut,
     TrainOut,
 )
+from realtime.engine.nlu.entities import TenantEntity
 from realtime.engine.nlu.registry import TrainingError
 
 router = APIRouter(prefix="/v1", tags=["nlu"])
@@ -97,3 +101,30 @@ async def activate(version: str, tenant: TenantDep, platform: PlatformDep) -> Mo
     await platform.intents.activate(tenant.tenant_id, int(version), tenant.actor)
     models = await platform.intents.list_models(tenant.tenant_id)
     return ModelList(models=[ModelOut(**m) for m in models])
+
+
+@router.get("/entities", response_model=EntityList, responses=ERRORS)
+async def list_entities(tenant: TenantDep, platform: PlatformDep) -> EntityList:
+    entities = await platform.intents.list_entities(tenant.tenant_id)
+    return EntityList(
+        entities=[EntityOut(name=e.name, pattern=e.pattern, lookup=e.lookup) for e in entities]
+    )
+
+
+@router.put("/entities/{name}", response_model=EntityOut, responses=ERRORS)
+async def put_entity(
+    name: str, body: EntityIn, tenant: TenantDep, platform: PlatformDep
+) -> EntityOut:
+    """A regular expression or a lookup list; it applies from the next training."""
+    entity = TenantEntity(_intent_name(name), body.pattern, body.lookup)
+    await platform.intents.put_entity(tenant.tenant_id, entity, tenant.actor)
+    return EntityOut(name=entity.name, pattern=entity.pattern, lookup=entity.lookup)
+
+
+@router.delete(
+    "/entities/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+    responses=ERRORS,
+)  # fmt: skip
+async def delete_entity(name: str, tenant: TenantDep, platform: PlatformDep) -> Response:
+    await platform.intents.delete_entity(tenant.tenant_id, _intent_name(name), tenant.actor)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+import orjson
 from jsonschema import Draft202012Validator, FormatChecker
 
 MAX_STEPS = 25  # states entered for one message: a `next` cycle stops here
@@ -90,11 +91,12 @@ class FlowState:
     turns: int = 0
 
     def dumps(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # vars(), not dataclasses.asdict: this runs on every message and asdict deep-copies.
+        return orjson.dumps(vars(self)).decode()
 
     @classmethod
-    def loads(cls, raw: str) -> FlowState:
-        return cls(**json.loads(raw))
+    def loads(cls, raw: str | bytes) -> FlowState:
+        return cls(**orjson.loads(raw))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from scipy.sparse import csr_matrix, hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import train_test_split
 from sklearn.svm import LinearSVC
+
+from realtime.engine.nlu.entities import TenantEntity
 
 FORMAT = 1
 IN_SCOPE_TARGET = 0.95  # share of held-out in-scope examples the threshold keeps
@@ -188,13 +190,17 @@ class IntentClassifier:
 
 @dataclass
 class IntentModel:
-    """A tenant's model: one classifier per language it has intents in."""
+    """A tenant's model: one classifier per language it has intents in, and the tenant's
+    entity definitions as they were when it was trained (a version is a snapshot)."""
 
     classifiers: dict[str, IntentClassifier]
     default_language: str
+    entities: list[TenantEntity] = field(default_factory=list)
 
     @classmethod
-    def train(cls, examples: list[tuple[str, str, str]]) -> IntentModel:
+    def train(
+        cls, examples: list[tuple[str, str, str]], entities: list[TenantEntity] | None = None
+    ) -> IntentModel:
         """`examples`: (text, intent, language) triples."""
         by_language: dict[str, tuple[list[str], list[str]]] = {}
         for text, intent, language in examples:
@@ -206,7 +212,7 @@ class IntentModel:
             raise ValueError("an intent model needs at least two intents in one language")
         classifiers = {lang: IntentClassifier.fit(*v) for lang, v in trainable.items()}
         default = max(trainable, key=lambda lang: len(trainable[lang][0]))
-        return cls(classifiers, default)
+        return cls(classifiers, default, list(entities or []))
 
     def classifier_for(self, language: str) -> IntentClassifier:
         return self.classifiers.get(language) or self.classifiers[self.default_language]
@@ -220,6 +226,9 @@ class IntentModel:
             languages[language] = classifier.meta
         manifest = {"format": FORMAT, "default_language": self.default_language}
         manifest["languages"] = languages
+        manifest["entities"] = [
+            {"name": e.name, "pattern": e.pattern, "lookup": e.lookup} for e in self.entities
+        ]
         path = directory / "manifest.json"
         path.write_text(json.dumps(manifest))
         return path
@@ -232,4 +241,5 @@ class IntentModel:
             with np.load(directory / f"{language}.npz", allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
             classifiers[language] = IntentClassifier(arrays, meta)
-        return cls(classifiers, manifest["default_language"])
+        entities = [TenantEntity(**e) for e in manifest.get("entities", [])]
+        return cls(classifiers, manifest["default_language"], entities)

@@ -1,4 +1,5 @@
-"""Entities: built-ins (numbers, emails, phone numbers, dates, amounts) found by patterns.
+"""Entities: the tenant's own (regular expressions, lookup lists) and built-ins (numbers,
+emails, phone numbers, dates, amounts).
 
 Each entity is `{entity, value, text, start, end}`; `value` is normalised (a number, an ISO
 date, an amount with its currency) and `text` is what the user wrote.
@@ -7,7 +8,10 @@ date, an amount with its currency) and `text` is what the user wrote.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from typing import Any
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -28,7 +32,41 @@ def _number(text: str) -> float | int:
     return int(value) if value.is_integer() else value
 
 
-def extract_entities(text: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class TenantEntity:
+    """A tenant's own entity: a regular expression, or a lookup list of values (each value
+    may list synonyms that normalise to it)."""
+
+    name: str
+    pattern: str | None = None
+    lookup: dict[str, list[str]] | None = None
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        if self.pattern is not None:
+            return re.compile(self.pattern, re.IGNORECASE)
+        assert self.lookup is not None
+        forms = sorted(
+            {form for value, synonyms in self.lookup.items() for form in [value, *synonyms]},
+            key=len,
+            reverse=True,
+        )
+        return re.compile(r"\b(" + "|".join(map(re.escape, forms)) + r")\b", re.IGNORECASE)
+
+    def value(self, matched: str) -> str:
+        if self.lookup is None:
+            return matched
+        lowered = matched.lower()
+        for value, synonyms in self.lookup.items():
+            if lowered == value.lower() or lowered in (s.lower() for s in synonyms):
+                return value
+        return matched
+
+
+def extract_entities(
+    text: str, tenant_entities: Sequence[TenantEntity] = ()
+) -> list[dict[str, Any]]:
+    """Tenant entities first (they are more specific), then the built-ins."""
     found: list[dict[str, Any]] = []
     taken: list[tuple[int, int]] = []
 
@@ -41,6 +79,9 @@ def extract_entities(text: str) -> list[dict[str, Any]]:
             {"entity": name, "value": value, "text": match.group(0), "start": start, "end": end}
         )
 
+    for entity in tenant_entities:
+        for match in entity.regex.finditer(text):
+            add(entity.name, match, entity.value(match.group(0)))
     for match in EMAIL.finditer(text):
         add("email", match, match.group(0).lower())
     for match in ISO_DATE.finditer(text):

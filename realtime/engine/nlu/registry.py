@@ -24,7 +24,7 @@ from chatlake.errors import NotFound
 from chatlake.keyspace import TenantKeyspace
 from chatlake.tenants import record_audit
 from realtime.engine.nlu.classifier import IntentModel
-from realtime.engine.nlu.entities import extract_entities
+from realtime.engine.nlu.entities import TenantEntity, extract_entities
 from realtime.engine.nlu.language import detect_language
 
 CACHED_MODELS = 64
@@ -81,6 +81,32 @@ class IntentRegistry:
                 raise NotFound(f"intent {name} not found")
             await record_audit(conn, tenant_id, actor, "intent.deleted", name)
 
+    # --- entities ----------------------------------------------------------------------
+
+    async def list_entities(self, tenant_id: str) -> list[TenantEntity]:
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            cur = await conn.execute("select name, pattern, lookup from entities order by name")
+            rows = await cur.fetchall()
+        return [TenantEntity(row["name"], row["pattern"], row["lookup"]) for row in rows]
+
+    async def put_entity(self, tenant_id: str, entity: TenantEntity, actor: str) -> None:
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            await conn.execute(
+                """insert into entities (tenant_id, name, pattern, lookup) values (%s, %s, %s, %s)
+                   on conflict (tenant_id, name) do update
+                   set pattern = excluded.pattern, lookup = excluded.lookup, updated_at = now()""",
+                (tenant_id, entity.name, entity.pattern,
+                 orjson.dumps(entity.lookup).decode() if entity.lookup is not None else None),
+            )  # fmt: skip
+            await record_audit(conn, tenant_id, actor, "entity.saved", entity.name)
+
+    async def delete_entity(self, tenant_id: str, name: str, actor: str) -> None:
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            cur = await conn.execute("delete from entities where name = %s", (name,))
+            if cur.rowcount == 0:
+                raise NotFound(f"entity {name} not found")
+            await record_audit(conn, tenant_id, actor, "entity.deleted", name)
+
     # --- models ------------------------------------------------------------------------
 
     async def train(self, tenant_id: str, actor: str) -> dict[str, Any]:
@@ -92,10 +118,11 @@ class IntentRegistry:
                 for row in intents
                 for text in row["examples"]
             ]
+            entities = await self.list_entities(tenant_id)
             digest = hashlib.sha256(orjson.dumps(sorted(examples))).hexdigest()
             started = time.perf_counter()
             try:
-                model = await asyncio.to_thread(IntentModel.train, examples)
+                model = await asyncio.to_thread(IntentModel.train, examples, entities)
             except ValueError as exc:
                 raise TrainingError(str(exc)) from None
             seconds = time.perf_counter() - started
@@ -113,6 +140,7 @@ class IntentRegistry:
                     "intents": len({(name, lang) for _, name, lang in examples}),
                     "examples": len(examples),
                     "languages": sorted(model.classifiers),
+                    "entities": [e.name for e in entities],
                     "thresholds": {
                         lang: round(c.threshold, 4) for lang, c in model.classifiers.items()
                     },
@@ -199,7 +227,7 @@ class IntentRegistry:
         result: dict[str, Any] = {
             "intent": None,
             "ranking": [],
-            "entities": extract_entities(text),
+            "entities": extract_entities(text, model.entities if model else ()),
             "language": language,
             "model_version": version,
         }
