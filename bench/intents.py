@@ -62,7 +62,7 @@ def run(data_path: str | None, out: str | None) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "data": {"path": str(path), "train": len(train), "test": len(test), "oos_test": len(oos),
                  "intents": len({i for _, i in train})},
-        "model": "tf-idf word 1-2 + char_wb 2-5 n-grams + wordllama 256-d, linear SVM",
+        "model": "tf-idf word 1-2 + char 1-5 n-grams + wordllama 256-d, linear SVM",
         "in_scope_accuracy": round(correct / len(test), 4),
         "in_scope_top1_accuracy": round(top1 / len(test), 4),
         "oos_recall": round(rejected / len(oos), 4) if oos else None,

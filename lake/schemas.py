@@ -15,14 +15,20 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+# Who and where: the first columns of every event, message or not.
+_EVENT_IDENTITY = [
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("event_type", pa.string(), nullable=False),
+    pa.field("tenant_id", pa.string(), nullable=False),
+    pa.field("conversation_id", pa.string(), nullable=False),
+    pa.field("user_id", pa.string(), nullable=False),
+    pa.field("channel", pa.string(), nullable=False),
+]
+_CREATED_AT = pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False)
+
 MESSAGE_EVENT = pa.schema(
     [
-        pa.field("event_id", pa.string(), nullable=False),
-        pa.field("event_type", pa.string(), nullable=False),
-        pa.field("tenant_id", pa.string(), nullable=False),
-        pa.field("conversation_id", pa.string(), nullable=False),
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("channel", pa.string(), nullable=False),
+        *_EVENT_IDENTITY,
         pa.field("direction", pa.string(), nullable=False),
         pa.field("type", pa.string(), nullable=False),
         pa.field("text", pa.string()),
@@ -37,21 +43,10 @@ MESSAGE_EVENT = pa.schema(
         pa.field("flow_version", pa.int64()),
         pa.field("variant", pa.string()),
         pa.field("model_version", pa.int64()),
-        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        _CREATED_AT,
     ]
 )
-CONVERSATION_EVENT = pa.schema(
-    [
-        pa.field("event_id", pa.string(), nullable=False),
-        pa.field("event_type", pa.string(), nullable=False),
-        pa.field("tenant_id", pa.string(), nullable=False),
-        pa.field("conversation_id", pa.string(), nullable=False),
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("channel", pa.string(), nullable=False),
-        pa.field("payload", pa.string()),
-        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    ]
-)
+CONVERSATION_EVENT = pa.schema([*_EVENT_IDENTITY, pa.field("payload", pa.string()), _CREATED_AT])
 DATE = pa.field("date", pa.date32(), nullable=False)
 
 BRONZE_MESSAGES = MESSAGE_EVENT.append(DATE)

@@ -19,13 +19,18 @@ def new_event_id() -> str:
     return os.urandom(16).hex()
 
 
-class MessageEvent(TypedDict):
+class _EventIdentity(TypedDict):
+    """Who and where: the first fields of every event, message or not."""
+
     event_id: str
     event_type: str
     tenant_id: str
     conversation_id: str
     user_id: str
     channel: str
+
+
+class MessageEvent(_EventIdentity):
     direction: Literal["in", "out"]
     type: str
     text: str
@@ -94,13 +99,7 @@ def encode(event: MessageEvent | ConversationEvent) -> bytes:
     return orjson.dumps(event)
 
 
-class ConversationEvent(TypedDict):
-    event_id: str
-    event_type: str
-    tenant_id: str
-    conversation_id: str
-    user_id: str
-    channel: str
+class ConversationEvent(_EventIdentity):
     payload: str | None
     created_at: str
 

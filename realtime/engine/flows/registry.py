@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from chatlake.db import AppPool, tenant_transaction
+from chatlake.db import AppConnection, AppPool, tenant_transaction
 from chatlake.errors import NotFound
 from chatlake.tenants import ControlPlane, record_audit
 from realtime.engine.flows.engine import validate_flow
@@ -40,6 +40,13 @@ def choose_version(
     return (int(version) if version is not None else None), None
 
 
+async def _make_live(conn: AppConnection, tenant_id: str, version: int) -> None:
+    await conn.execute(
+        "update tenants set flow_version = %s, updated_at = now() where tenant_id = %s",
+        (version, tenant_id),
+    )
+
+
 class FlowRegistry:
     def __init__(self, pool: AppPool, control: ControlPlane) -> None:
         self.pool = pool
@@ -58,10 +65,7 @@ class FlowRegistry:
                    values (%s, %s, %s, %s)""",
                 (tenant_id, version, orjson.dumps(document).decode(), actor),
             )
-            await conn.execute(
-                "update tenants set flow_version = %s, updated_at = now() where tenant_id = %s",
-                (version, tenant_id),
-            )
+            await _make_live(conn, tenant_id, version)
             await record_audit(conn, tenant_id, actor, "flow.published", str(version))
         await self.control.refresh_cache(tenant_id)
         return version
@@ -105,10 +109,7 @@ class FlowRegistry:
     async def rollback(self, tenant_id: str, version: int, actor: str) -> int:
         await self.document(tenant_id, version)  # 404 for a version that does not exist
         async with tenant_transaction(self.pool, tenant_id) as conn:
-            await conn.execute(
-                "update tenants set flow_version = %s, updated_at = now() where tenant_id = %s",
-                (version, tenant_id),
-            )
+            await _make_live(conn, tenant_id, version)
             await record_audit(conn, tenant_id, actor, "flow.rolled_back", str(version))
         await self.control.refresh_cache(tenant_id)
         return version

@@ -34,7 +34,7 @@ FORMAT = 1
 IN_SCOPE_TARGET = 0.95  # share of held-out in-scope examples the threshold keeps
 CONFIDENCE_SLOPE = 4.0  # confidence = sigmoid(slope * (score - threshold))
 WORD = {"ngram_range": (1, 2), "sublinear_tf": True, "lowercase": True}
-CHAR = {"analyzer": "char_wb", "ngram_range": (2, 5), "sublinear_tf": True, "min_df": 2}
+CHAR = {"analyzer": "char", "ngram_range": (1, 5), "sublinear_tf": True, "min_df": 2}
 
 
 @lru_cache(maxsize=1)
