@@ -36,6 +36,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
+import structlog
 from redis import Redis
 from redis.exceptions import ResponseError
 
@@ -51,6 +52,7 @@ for _event_schema, _ in TABLES.values():
         _ALL_FIELDS.setdefault(_field.name, _field.with_nullable(True))
 ANY_EVENT = pa.schema(list(_ALL_FIELDS.values()))
 FAILPOINT_ENV = "CHATLAKE_INGEST_FAILPOINT"
+_log = structlog.get_logger("chatlake.ingest")
 
 
 def default_consumer_name() -> str:
@@ -270,6 +272,10 @@ class IngestWorker:
 
     def _commit(self, batch: Batch) -> BatchResult:
         started = time.perf_counter()
+        missing = batch.size - len(batch.events)
+        if missing:  # delivered, never acknowledged, yet trimmed: must not pass unnoticed
+            self.totals["missing"] = self.totals.get("missing", 0) + missing
+            _log.error("ingest_entries_missing", consumer=self.consumer, entries=missing)
         inflight = ingest_inflight(self.consumer)
         self.redis.hset(
             inflight, mapping={"version": batch.version, "ranges": orjson.dumps(batch.ranges)}
@@ -307,14 +313,13 @@ class IngestWorker:
         streams, self._untrimmed = self._untrimmed, set()
         self._last_trim = time.monotonic()
         for stream in streams:
+            # The last delivered id first: anything delivered after this read has a larger
+            # id and survives the trim, whether or not XPENDING below saw it.
+            group = next(g for g in self.redis.xinfo_groups(stream) if g["name"].decode() == GROUP)
+            min_id = _next_id(group["last-delivered-id"].decode())
             summary = self.redis.xpending(stream, GROUP)
-            if summary["pending"]:
+            if summary["pending"] and _id_key(summary["min"].decode()) < _id_key(min_id):
                 min_id = summary["min"].decode()
-            else:
-                group = next(
-                    g for g in self.redis.xinfo_groups(stream) if g["name"].decode() == GROUP
-                )
-                min_id = _next_id(group["last-delivered-id"].decode())
             self.redis.xtrim(stream, minid=min_id, approximate=False)
 
     def _record(self, result: BatchResult) -> None:

@@ -38,6 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Multi-tenant chatbot platform: the realtime API",
         lifespan=lifespan,
+        # Metrics are Prometheus (realtime/observability.py); without this FastAPI asks
+        # OpenTelemetry for its providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
 

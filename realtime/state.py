@@ -21,7 +21,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatlake.apikeys import ParsedKey
@@ -65,7 +65,12 @@ RECORD = """
 local meta = cjson.decode(ARGV[1])
 -- A retried call (the reply of the first was lost) must not append the events twice.
 if redis.call('HGET', KEYS[1], 'last_batch') == meta.batch_id then return {} end
+-- The state this turn was computed from must still be the conversation's: two messages
+-- at once (or a handoff release) must not overwrite each other's changes.
+local rev = redis.call('HGET', KEYS[1], 'rev') or ''
+if rev ~= meta.rev then return {'conflict'} end
 meta.fields.last_batch = meta.batch_id
+meta.fields.rev = tostring((tonumber(rev) or 0) + 1)
 local fields = {}
 for name, value in pairs(meta.fields) do
   fields[#fields + 1] = name
@@ -85,6 +90,10 @@ redis.call('EXPIRE', KEYS[2], meta.ttl)
 redis.call('EXPIRE', KEYS[3], meta.ttl)
 return ids
 """
+
+
+class StateConflict(Exception):
+    """The conversation changed between reading its state and writing the new one."""
 
 
 @dataclass(frozen=True)
@@ -142,11 +151,14 @@ class ConversationStore:
         activity_ms: int,
         batch_id: str,
         other_events: list[bytes] | None = None,
+        expected_rev: str = "",
     ) -> list[bytes]:
         """Persist the conversation's new state, add the message `events` (encoded JSON)
         to the conversation and append them, then `other_events`, to the event stream.
 
-        `batch_id` (the inbound message's id) makes a repeated call a no-op.
+        `batch_id` (the inbound message's id) makes a repeated call a no-op;
+        `expected_rev` is the conversation's `rev` the turn was computed from (empty for a
+        new conversation): if it moved on meanwhile, StateConflict and nothing is written.
         """
         keys = TenantKeyspace(tenant_id)
         # Few, large arguments: the client packs each argument in Python.
@@ -156,6 +168,7 @@ class ConversationStore:
                 "activity": activity_ms,
                 "conversation_id": conversation_id,
                 "batch_id": batch_id,
+                "rev": expected_rev,
                 "messages": len(events),
                 "keep": RECENT_MESSAGES,
                 "fields": fields,
@@ -170,6 +183,8 @@ class ConversationStore:
         ids: list[bytes] = await self._call(
             self._record, script_keys, [meta, *events, *(other_events or [])]
         )
+        if ids and ids[0] == b"conflict":
+            raise StateConflict(conversation_id)
         return ids
 
     async def _call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
@@ -191,18 +206,29 @@ class ConversationStore:
         return await script(keys=keys, args=args)
 
     async def release_handoff(self, tenant_id: str, conversation_id: str) -> bool:
-        """Give a handed-off conversation back to the bot; False if it was not handed off."""
+        """Give a handed-off conversation back to the bot; False if it was not handed off.
+
+        Optimistic, like a message turn: WATCH, then write the state and bump `rev`, so a
+        message in flight retries on the released state instead of undoing the release.
+        """
         key = TenantKeyspace(tenant_id).conversation(conversation_id)
-        raw = await self.redis.hget(key, "flow")
-        if raw is None:
-            return False
-        state = orjson.loads(raw)
-        if not state.get("handoff"):
-            return False
-        state["handoff"] = False
-        state["state"] = ""  # the next message starts again from the flow's start
-        await self.redis.hset(key, "flow", orjson.dumps(state))
-        return True
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.hget(key, "flow")
+                    state = orjson.loads(raw) if raw else {}
+                    if not state.get("handoff"):
+                        return False
+                    state["handoff"] = False
+                    state["state"] = ""  # the next message starts again from the flow's start
+                    pipe.multi()
+                    pipe.hset(key, "flow", orjson.dumps(state))
+                    pipe.hincrby(key, "rev", 1)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
 
     async def conversation(
         self, tenant_id: str, conversation_id: str

@@ -179,3 +179,39 @@ def test_a_conversation_carries_on_across_an_api_restart(client, tenant, setting
     with TestClient(create_app(settings)) as restarted:  # another process, cold caches
         chat.client = restarted
         assert chat.texts("44444")[0].startswith("Order 44444 is on its way")
+
+
+def test_messages_racing_in_one_conversation_lose_no_update(client, tenant):
+    import threading
+
+    chat = Chat(client, tenant)
+    chat.say("hello")
+    results = []
+
+    def say(text):
+        results.append(send(client, tenant, text, conversation_id=chat.conversation_id).status_code)
+
+    threads = [threading.Thread(target=say, args=(f"opening hours {i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count(200) + results.count(409) == 6 and results.count(200) >= 1
+    body = client.get(f"/v1/conversations/{chat.conversation_id}", headers=tenant.headers).json()
+    accepted = results.count(200) + 1
+    # Every accepted turn is in the state: its messages and its count in the summary.
+    assert body["summary"]["user_messages"] == accepted
+    assert body["message_count"] == accepted * 2
+
+
+def test_a_handoff_release_is_not_undone_by_a_message_in_flight(client, tenant, endpoints):
+    from chatlake.keyspace import TenantKeyspace as Keys
+
+    chat = Chat(client, tenant)
+    chat.say("I want a human")
+    state = redis.Redis.from_url(endpoints.redis_url)
+    key = Keys(tenant.tenant_id).conversation(chat.conversation_id)
+    rev_before = int(state.hget(key, "rev"))
+    client.post(f"/v1/conversations/{chat.conversation_id}/handoff/release", headers=tenant.headers)
+    assert int(state.hget(key, "rev")) == rev_before + 1
+    assert orjson.loads(state.hget(key, "flow"))["handoff"] is False

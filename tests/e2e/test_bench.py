@@ -10,7 +10,7 @@ from tests.e2e.test_cli import run
 def test_bench_realtime_writes_ratios_of_both_ceilings(services, home, tmp_path):
     out = tmp_path / "realtime.json"
     result = run(
-        "bench", "realtime", "--duration", "1", "--conversations", "20", "--connections", "4",
+        "bench", "realtime", "--duration", "1", "--conversations", "200", "--connections", "4",
         "--workers", "1", "--rate", "50", "--out", str(out), home=home,
     )  # fmt: skip
     printed = json.loads(result.stdout)

@@ -7,7 +7,7 @@ import pytest
 
 from chatlake.keyspace import TenantKeyspace, redis_client
 from realtime.events import new_event_id
-from realtime.state import ConversationStore
+from realtime.state import ConversationStore, StateConflict
 
 
 @pytest.fixture
@@ -30,8 +30,19 @@ async def test_a_repeated_record_appends_its_events_once(store):
     assert await store.redis.xlen(keys.events) == 2
     assert await store.redis.llen(keys.messages("c1")) == 2
     assert await store.redis.hget(keys.conversation("c1"), "message_count") == b"2"
-    await store.record(*args, batch_id="batch-2")
+    await store.record(*args, batch_id="batch-2", expected_rev="1")
     assert await store.redis.xlen(keys.events) == 4
+
+
+async def test_a_record_computed_from_stale_state_is_refused(store):
+    tenant_id = new_event_id()
+    fields = {"user_id": "u"}
+    await store.record(tenant_id, "c1", "u", fields, [b"{}"], 1, batch_id="a")
+    with pytest.raises(StateConflict):
+        await store.record(
+            tenant_id, "c1", "u", fields, [b"{}"], 1, batch_id="b"
+        )  # rev "" is stale
+    assert await store.redis.xlen(TenantKeyspace(tenant_id).events) == 1
 
 
 async def test_scripts_are_reloaded_after_a_script_flush(store, tenant):

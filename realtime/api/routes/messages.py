@@ -18,8 +18,10 @@ from realtime.engine.conversation import answer
 from realtime.events import conversation_event, encode, message_event, new_event_id
 from realtime.observability import EVENTS_APPENDED, message_series
 from realtime.platform import Platform
+from realtime.state import Admission, StateConflict
 
 router = APIRouter(prefix="/v1", tags=["messages"])
+TURN_ATTEMPTS = 5
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429)
@@ -48,16 +50,41 @@ async def post_message(request: Request) -> Response:
     key = parse_bearer(bearer_token(request.headers.get("authorization")))
     body = parse_json_body(MessageIn, await request.body())
     admission = await admit(platform, key, rate_limited=True, conversation_id=body.conversation_id)
-    if admission.status == "no_conversation":
-        raise ApiError(404, f"conversation {body.conversation_id} not found")
-    conversation = admission.conversation
-    if conversation is not None and conversation.get("user_id") != body.user_id:
-        raise ApiError(
-            409, "the conversation belongs to another user", code="conversation_user_mismatch"
-        )
-
-    tenant_id = key.tenant_id
     conversation_id = body.conversation_id or new_event_id()
+    for _ in range(TURN_ATTEMPTS):
+        if admission.status == "no_conversation":
+            raise ApiError(404, f"conversation {body.conversation_id} not found")
+        conversation = admission.conversation
+        if conversation is not None and conversation.get("user_id") != body.user_id:
+            raise ApiError(
+                409, "the conversation belongs to another user", code="conversation_user_mismatch"
+            )
+        try:
+            result = await _turn(platform, key.tenant_id, body, admission, conversation_id, started)
+        except StateConflict:
+            # Another message of this conversation won the race: redo the turn on its state
+            # (the rate limit already counted this message).
+            admission = await admit(
+                platform, key, rate_limited=False, conversation_id=body.conversation_id
+            )
+            continue
+        return Response(orjson.dumps(result), media_type="application/json")
+    raise ApiError(
+        409, "the conversation kept changing while this message was handled; send it again",
+        code="conversation_busy",
+    )  # fmt: skip
+
+
+async def _turn(
+    platform: Platform,
+    tenant_id: str,
+    body: MessageIn,
+    admission: Admission,
+    conversation_id: str,
+    started: float,
+) -> dict[str, Any]:
+    """One message's turn: answer it, then record state and events in one script."""
+    conversation = admission.conversation
     received_at = datetime.now(UTC)
     reply = await answer(
         platform.flows,
@@ -114,6 +141,7 @@ async def post_message(request: Request) -> Response:
     fields = {
         "updated_at": replied_at.isoformat(),
         "channel": body.channel,
+        "user_id": body.user_id,  # rewritten each turn: an expired hash comes back whole
         "summary": update_summary(
             conversation.get("summary") if conversation else None,
             text=body.text,
@@ -126,7 +154,7 @@ async def post_message(request: Request) -> Response:
         fields["flow"] = reply.flow_state
     other_events = []
     if conversation is None:
-        fields |= {"user_id": body.user_id, "created_at": received_at.isoformat()}
+        fields["created_at"] = received_at.isoformat()
         opened = conversation_event(
             "conversation_started",
             **common,
@@ -149,6 +177,7 @@ async def post_message(request: Request) -> Response:
         activity_ms=int(replied_at.timestamp() * 1000),
         batch_id=inbound["event_id"],
         other_events=other_events,
+        expected_rev=conversation.get("rev", "") if conversation else "",
     )
     EVENTS_APPENDED.inc(len(events) + len(other_events))
     message_series("in", "").inc()
@@ -176,4 +205,4 @@ async def post_message(request: Request) -> Response:
         else None,
         "model_version": reply.model_version,
     }
-    return Response(orjson.dumps(result), media_type="application/json")
+    return result

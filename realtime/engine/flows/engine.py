@@ -73,8 +73,36 @@ def validate_flow(document: Any) -> None:
             check(state["slot"]["on_failure"], ["states", name, "slot", "on_failure"])
         for i, transition in enumerate(state.get("transitions", [])):
             check(transition["to"], ["states", name, "transitions", i, "to"])
+    if not problems:
+        problems += _next_cycles(states)
     if problems:
         raise FlowInvalid(problems)
+
+
+def _next_cycles(states: dict[str, Any]) -> list[dict[str, str]]:
+    """`next` chains that come back on themselves without a state that waits (a slot, a
+    handoff or an end) would answer one message for ever."""
+    problems = []
+    for start in states:
+        seen = [start]
+        name = start
+        while True:
+            state = states[name]
+            if "slot" in state or state.get("handoff") or state.get("end") or "next" not in state:
+                break
+            name = state["next"]
+            if name in seen:
+                if name == start:
+                    cycle = " -> ".join([*seen, name])
+                    problems.append(
+                        {
+                            "path": _path(["states", start, "next"]),
+                            "problem": f"endless cycle {cycle}",
+                        }
+                    )
+                break
+            seen.append(name)
+    return problems
 
 
 @dataclass
@@ -170,6 +198,8 @@ def _slot_value(slot: dict[str, Any], message: Message) -> Any | None:
         value, text = found[0]["value"], found[0]["text"]
     else:
         value = text = message.text.strip()
+        if not value:  # an image, a location, an empty message: no answer to a text slot
+            return None
     if "pattern" in slot and not re.fullmatch(slot["pattern"], str(text).strip(), re.I):
         return None
     return value
@@ -188,6 +218,8 @@ class FlowRun:
         self.out: list[str] = []
         self.used_chain = False
         self.visited: list[str] = []
+        # Once the message has answered a slot it must not fill the next one as well.
+        self.consumed = False
 
     def result(self) -> StepResult:
         return StepResult(self.out, self.fs, self.fs.handoff, self.used_chain, self.visited)
@@ -223,6 +255,7 @@ class FlowRun:
             fs.slots[slot["name"]] = value
             fs.waiting = False
             fs.attempts = 0
+            self.consumed = True
             self._continue(current, depth=0)
             return self.result()
         fs.attempts += 1
@@ -241,9 +274,6 @@ class FlowRun:
         self.out += _texts(fallback.get("say"), self.fs.slots)
         if fallback.get("reply_chain", "say" not in fallback):
             self._use_chain()
-        current = self.flow["states"].get(self.fs.state, {})
-        if self.fs.waiting and "slot" in current:  # remind what we are waiting for
-            self.out += _texts(current["slot"]["prompt"], self.fs.slots)
 
     def _use_chain(self) -> None:
         self.used_chain = True
@@ -264,12 +294,14 @@ class FlowRun:
         if "slot" in state and state["slot"]["name"] not in fs.slots:
             slot = state["slot"]
             # The message that led here may already carry the value ("order 12345?").
-            value = _slot_value(slot, self.message) if "entity" in slot else None
+            prefill = "entity" in slot and not self.consumed
+            value = _slot_value(slot, self.message) if prefill else None
             if value is None:
                 self.out += _texts(slot["prompt"], fs.slots)
                 fs.waiting = True
                 return
             fs.slots[slot["name"]] = value
+            self.consumed = True
         self._continue(state, depth)
 
     def _continue(self, state: dict[str, Any], depth: int) -> None:
