@@ -37,8 +37,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 import structlog
-from redis import Redis
+from redis import ConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from chatlake.keyspace import EVENT_STREAMS, ingest_inflight, ingest_stats
 from lake.schemas import CONVERSATION_EVENTS_TABLE, MESSAGES_TABLE, TABLES
@@ -159,9 +163,17 @@ class IngestWorker:
 
     def __post_init__(self) -> None:
         self.app_id = f"ingest:{self.consumer}"
+        # Reads go through a client of their own that never retries: a retried XREADGROUP
+        # whose first reply was lost would leave those entries pending, unseen, while the
+        # worker runs on. A failed read surfaces instead, and `run` recovers from it.
+        pool_kwargs = {
+            **self.redis.connection_pool.connection_kwargs,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self.reader = Redis(connection_pool=ConnectionPool(**pool_kwargs))
         # XREADGROUP replies are used as hiredis parses them: building a dict per entry
         # costs more than the rest of the read.
-        self.redis.set_response_callback("XREADGROUP", _raw_reply)
+        self.reader.set_response_callback("XREADGROUP", _raw_reply)
         self.appenders = {name: DeltaAppender(self.lake_root, name) for name in TABLES}
         self.version = max(
             appender.committed_version(self.app_id, refresh=True)
@@ -194,7 +206,7 @@ class IngestWorker:
             if block_ms:
                 time.sleep(block_ms / 1000)
             return None
-        reply: Any = self.redis.xreadgroup(
+        reply: Any = self.reader.xreadgroup(
             GROUP, self.consumer, starts, count=count or self.batch_size, block=block_ms
         )
         entries: dict[str, list[tuple[str, bytes | None]]] = {}
@@ -368,15 +380,22 @@ class IngestWorker:
         return results
 
     def run(self, should_stop: Callable[[], bool]) -> None:
-        """Recover, then commit batches as they come until `should_stop()`."""
-        self.recover()
+        """Recover, then commit batches as they come until `should_stop()`. When Redis
+        drops out, wait, then recover again: what was delivered but not committed
+        (a read whose reply was lost included) is in this consumer's pending entries."""
         last_reap = time.monotonic()
-        for batch in self._prefetched(self.max_latency_ms, should_stop):
-            self._commit(self._versioned(batch))
-            if time.monotonic() - last_reap > self.reap_after_ms / 2000:
-                self.reap_dead_consumers()
-                last_reap = time.monotonic()
-        self.trim()
+        while not should_stop():
+            try:
+                self.recover()
+                for batch in self._prefetched(self.max_latency_ms, should_stop):
+                    self._commit(self._versioned(batch))
+                    if time.monotonic() - last_reap > self.reap_after_ms / 2000:
+                        self.reap_dead_consumers()
+                        last_reap = time.monotonic()
+                self.trim()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                _log.warning("ingest_redis_unavailable", consumer=self.consumer, error=str(exc))
+                time.sleep(1.0)
 
     def _versioned(self, batch: Batch) -> Batch:
         batch.version = self.version + 1

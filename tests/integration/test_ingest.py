@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from uuid import uuid4
 
@@ -199,3 +200,31 @@ def test_ingest_status_and_metrics_report_the_lag(client, tenant, settings, home
     line = next(x for x in metrics.splitlines() if x.startswith("chatlake_event_stream_length "))
     assert float(line.split()[1]) == 0
     assert "chatlake_ingest_rows_per_second{consumer=" in metrics
+
+
+def test_a_running_worker_rides_out_a_redis_restart(client, tenant, settings, services, redis_sync):
+    import threading
+
+    IngestWorker(redis_sync, settings.lake_root, consumer=f"pre-{uuid4().hex[:6]}").drain()
+    worker = IngestWorker(
+        redis_sync_client(services.endpoints().redis_url),
+        settings.lake_root,
+        consumer=f"run-{uuid4().hex[:6]}",
+        max_latency_ms=100,
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop.is_set,))
+    runner.start()
+    try:
+        first = talk(client, tenant, users=1, turns=3)
+        services.redis.stop()
+        services.redis.start()
+        second = talk(client, tenant, users=1, turns=3)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and lake_rows(settings, tenant.tenant_id).height < 12:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert_exactly_once(settings, tenant, first + second)
