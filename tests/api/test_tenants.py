@@ -122,3 +122,14 @@ def test_open_signup_creates_tenants_without_the_token(client, settings, monkeyp
     # A wrong token is still refused, sign-up or not.
     forged = {"Authorization": "Bearer wrong"}
     assert client.post("/v1/tenants", json={"name": "x"}, headers=forged).status_code == 401
+
+
+def test_the_audit_log_lists_changes_newest_first(client, tenant, other_tenant):
+    created = client.post("/v1/api-keys", json={"name": "ops"}, headers=tenant.headers).json()
+    client.delete(f"/v1/api-keys/{created['key_id']}", headers=tenant.headers)
+    entries = client.get("/v1/audit-log", headers=tenant.headers).json()["entries"]
+    actions = [e["action"] for e in entries]
+    assert actions[:3] == ["api_key.revoked", "api_key.created", "tenant.created"]
+    assert entries[0]["actor"] == f"api_key:{tenant.key_id}"
+    theirs = client.get("/v1/audit-log", headers=other_tenant.headers).json()["entries"]
+    assert {e["target"] for e in theirs}.isdisjoint({created["key_id"]})

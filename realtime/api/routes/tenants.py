@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Query, status
 
 from realtime.api.deps import AdminDep, Credentials, PlatformDep, TenantDep
 from realtime.api.errors import ApiError
@@ -73,3 +73,13 @@ async def update_tenant(tenant_id: str, body: TenantPatch, platform: PlatformDep
 async def get_own_tenant(tenant: TenantDep, platform: PlatformDep) -> TenantOut:
     """The calling tenant."""
     return TenantOut(**(await platform.control.get_tenant(tenant.tenant_id)).public())
+
+
+@router.get("/audit-log", responses=ERRORS)
+async def audit_log(
+    tenant: TenantDep,
+    platform: PlatformDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The tenant's audit log, newest first: who changed what (append-only)."""
+    return {"entries": await platform.control.audit_entries(tenant.tenant_id, limit)}
