@@ -308,7 +308,10 @@ class IngestWorker:
             pipe.execute()
         self.version = batch.version
         self._untrimmed.update(batch.entries)
-        if time.monotonic() - self._last_trim >= self.trim_every_s:
+        # Trim at most once a second under load, and as soon as the worker has caught up
+        # (a batch short of full), so an idle stream holds nothing that is in the lake.
+        caught_up = batch.size < self.batch_size
+        if caught_up or time.monotonic() - self._last_trim >= self.trim_every_s:
             self.trim()
         result = BatchResult(
             version=batch.version,

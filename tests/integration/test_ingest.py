@@ -221,8 +221,12 @@ def test_a_running_worker_rides_out_a_redis_restart(client, tenant, settings, se
         services.redis.start()
         second = talk(client, tenant, users=1, turns=3)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and lake_rows(settings, tenant.tenant_id).height < 12:
+        stream = TenantKeyspace(tenant.tenant_id).events
+        while time.monotonic() < deadline and (
+            lake_rows(settings, tenant.tenant_id).height < 12 or redis_sync.xlen(stream) > 0
+        ):
             time.sleep(0.2)
+        assert redis_sync.xlen(stream) == 0  # caught up: nothing in the stream is in the lake
     finally:
         stop.set()
         runner.join(timeout=30)
