@@ -56,18 +56,26 @@ class IntentRegistry:
         self, tenant_id: str, name: str, examples: list[str], language: str, actor: str
     ) -> dict[str, Any]:
         async with tenant_transaction(self.pool, tenant_id) as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 """insert into intents (tenant_id, name, language, examples)
                    values (%s, %s, %s, %s)
                    on conflict (tenant_id, name, language)
-                   do update set examples = excluded.examples, updated_at = now()""",
+                   do update set examples = excluded.examples, updated_at = now()
+                   returning updated_at""",
                 (tenant_id, name, language, orjson.dumps(examples).decode()),
             )
+            row = await cur.fetchone()
+            assert row is not None
             await record_audit(
                 conn, tenant_id, actor, "intent.saved", name,
                 {"language": language, "examples": len(examples)},
             )  # fmt: skip
-        return {"name": name, "language": language, "examples": examples}
+        return {
+            "name": name,
+            "language": language,
+            "examples": examples,
+            "updated_at": row["updated_at"].isoformat(),
+        }
 
     async def delete_intent(
         self, tenant_id: str, name: str, language: str | None, actor: str
