@@ -383,11 +383,14 @@ def bench_intents(
         str | None, typer.Option(help="Data set in CLINC150's JSON layout (default CLINC150)")
     ] = None,
     out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
+    oos_train: Annotated[
+        bool, typer.Option(help="Teach the data set's oos_train as the out_of_scope intent")
+    ] = True,
 ) -> None:
     """Train and evaluate the served intent classifier: accuracy, OOS recall, speed."""
     from bench.intents import run
 
-    emit(run(data, out))
+    emit(run(data, out, with_oos=oos_train))
 
 
 def main() -> None:

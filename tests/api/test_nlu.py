@@ -227,3 +227,19 @@ def test_tenant_entities_from_lookups_and_patterns_apply_from_the_next_training(
         assert response.status_code == 422, bad
     assert client.delete("/v1/entities/sku", headers=tenant.headers).status_code == 204
     assert client.delete("/v1/entities/sku", headers=tenant.headers).status_code == 404
+
+
+def test_an_out_of_scope_intent_teaches_what_not_to_answer(client, admin_headers):
+    tenant = create_tenant(client, admin_headers, name="oos")
+    load_intents(client, tenant, languages=("en",))
+    off_topic = [
+        "what's the weather tomorrow", "tell me a joke", "who won the football game",
+        "what is the capital of peru", "play some music", "how tall is mount everest",
+        "recommend a good movie", "what time is it in tokyo",
+    ]  # fmt: skip
+    client.put("/v1/intents/out_of_scope", json={"examples": off_topic}, headers=tenant.headers)
+    client.post("/v1/nlu/train", headers=tenant.headers)
+    result = parse(client, tenant, "tell me a joke about the weather")
+    assert result["intent"] is None
+    assert all(r["name"] != "out_of_scope" for r in result["ranking"])
+    assert parse(client, tenant, "where is my order")["intent"]["name"] == "order_status"

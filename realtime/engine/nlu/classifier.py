@@ -31,6 +31,9 @@ from sklearn.svm import LinearSVC
 from realtime.engine.nlu.entities import TenantEntity
 
 FORMAT = 1
+# An intent of this name holds examples of what the bot should NOT answer: it is learnt like
+# any other, and a message it wins is out of scope.
+OUT_OF_SCOPE = "out_of_scope"
 IN_SCOPE_TARGET = 0.95  # share of held-out in-scope examples the threshold keeps
 CONFIDENCE_SLOPE = 4.0  # confidence = sigmoid(slope * (score - threshold))
 WORD = {"ngram_range": (1, 2), "sublinear_tf": True, "lowercase": True}
@@ -140,9 +143,10 @@ class IntentClassifier:
         stratify = labels if min(counts.values()) >= 2 and len(labels) >= 5 * len(counts) else None
         if len(labels) < 10:
             return -1.0  # too few examples to hold any out: accept the best guess
-        fit_x, held_x, fit_y, _ = train_test_split(
+        fit_x, held_x, fit_y, held_y = train_test_split(
             texts, labels, test_size=0.2, random_state=0, stratify=stratify
         )
+        held_x = [x for x, y in zip(held_x, held_y, strict=True) if y != OUT_OF_SCOPE]
         if len(set(fit_y)) < 2:
             return -1.0
         probe = cls(*cls._fit_arrays(fit_x, fit_y)[:1], {"classes": [], "threshold": 0.0})
@@ -168,12 +172,19 @@ class IntentClassifier:
     def predict(self, text: str, threshold: float = 0.5, top: int = 5) -> IntentPrediction:
         scores, known_words = self._scores(text)
         confidences = 1.0 / (1.0 + np.exp(-CONFIDENCE_SLOPE * (scores - self.threshold)))
-        order = np.argsort(-confidences)[:top]
-        ranking = [Ranked(self.classes[i], round(float(confidences[i]), 4)) for i in order]
-        # A text sharing no word with any example is out of scope, however its letters score.
-        in_scope = known_words > 0 and ranking[0].confidence >= threshold
-        best = ranking[0] if in_scope else None
-        return IntentPrediction(intent=best, ranking=ranking)
+        order = np.argsort(-confidences)
+        best_is_oos = self.classes[order[0]] == OUT_OF_SCOPE
+        ranking = [
+            Ranked(self.classes[i], round(float(confidences[i]), 4))
+            for i in order[: top + 1]
+            if self.classes[i] != OUT_OF_SCOPE
+        ][:top]
+        # A text sharing no word with any example is out of scope, however its letters score;
+        # so is one that the tenant's own out-of-scope examples claim.
+        in_scope = (
+            not best_is_oos and known_words > 0 and ranking and ranking[0].confidence >= threshold
+        )
+        return IntentPrediction(intent=ranking[0] if in_scope else None, ranking=ranking)
 
     # --- artifacts ---------------------------------------------------------------------
 
