@@ -15,7 +15,16 @@ from chatlake import __version__
 from chatlake.logconfig import configure_logging
 from chatlake.settings import Settings, get_settings
 from realtime.api.errors import error_response, install_error_handlers
-from realtime.api.routes import api_keys, conversations, flows, health, messages, nlu, tenants
+from realtime.api.routes import (
+    api_keys,
+    conversations,
+    flows,
+    health,
+    knowledge,
+    messages,
+    nlu,
+    tenants,
+)
 from realtime.observability import BodyLimitMiddleware, RequestContextMiddleware
 from realtime.platform import Platform
 
@@ -66,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(exc_type, store_unavailable)
 
     # Routes match in order: the hot path first.
-    for module in (messages, conversations, flows, nlu, tenants, api_keys, health):
+    for module in (messages, conversations, flows, nlu, knowledge, tenants, api_keys, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)

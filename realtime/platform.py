@@ -15,6 +15,7 @@ from chatlake.settings import Settings
 from chatlake.tenants import ControlPlane
 from realtime.engine.flows.engine import sample_flow
 from realtime.engine.flows.registry import FlowRegistry
+from realtime.engine.knowledge import KnowledgeBase
 from realtime.engine.nlu.registry import IntentRegistry
 from realtime.state import ConversationStore
 
@@ -38,6 +39,7 @@ class Platform:
     redis_sync: SyncRedis  # for blocking reads run in a thread (metrics scrapes)
     intents: IntentRegistry
     flows: FlowRegistry
+    knowledge: KnowledgeBase
 
     @classmethod
     async def open(cls, settings: Settings) -> Platform:
@@ -57,6 +59,7 @@ class Platform:
             redis_sync=redis_sync_client(endpoints.redis_url),
             intents=IntentRegistry(pool, redis, settings.lake_root),
             flows=FlowRegistry(pool, control),
+            knowledge=KnowledgeBase(pool),
         )
 
     async def close(self) -> None:

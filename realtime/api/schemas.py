@@ -347,3 +347,36 @@ class EntityOut(BaseModel):
 
 class EntityList(BaseModel):
     entities: list[EntityOut]
+
+
+class DocumentIn(StrictModel):
+    title: str = Field(min_length=1, max_length=500)
+    text: str = Field(min_length=1, max_length=1_000_000)
+
+
+class DocumentCreated(BaseModel):
+    document_id: str
+    title: str
+    chunks: int
+
+
+class DocumentOut(BaseModel):
+    document_id: str
+    title: str
+    chunks: int
+    created_at: str
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+
+
+class SearchResult(BaseModel):
+    document_id: str
+    title: str
+    text: str
+    score: float
+
+
+class SearchResults(BaseModel):
+    results: list[SearchResult]

@@ -1,9 +1,10 @@
 """One user message through the engine: intent recognition, then the tenant's flow (or,
-for a tenant without one, the rule tier alone).
+for a tenant without one, the reply chain alone).
 
 This is where the reply chain plugs in: a flow step with `reply_chain`, and any message no
-transition takes, is answered by `reply_chain` (today the rule tier; the LLM providers and
-knowledge answers slot in ahead of it).
+transition takes, is answered by the chain: today the knowledge tier (the tenant's
+documents, when one scores above the threshold), then the rules as the last resort; the
+LLM providers slot in ahead of knowledge.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from realtime.engine.flows.engine import FlowState, Message, run_step
 from realtime.engine.flows.registry import FlowRegistry, choose_version
+from realtime.engine.knowledge import KnowledgeBase
 from realtime.engine.nlu.entities import extract_entities
 from realtime.engine.nlu.language import detect_language
 from realtime.engine.nlu.registry import IntentRegistry
@@ -38,9 +40,24 @@ class Answer:
     slots: dict[str, Any] = field(default_factory=dict)
 
 
+_CHAIN = "\x00reply-chain\x00"  # where the chain's answer goes among the flow's texts
+
+
+async def _reply_chain(
+    knowledge: KnowledgeBase, tenant_id: str, text: str, message_type: str
+) -> tuple[list[str], str]:
+    """The chain's answer and the tier that gave it."""
+    if message_type == "text" and text.strip():
+        found = await knowledge.answer(tenant_id, text)
+        if found is not None:
+            return [found["text"]], "knowledge"
+    return rule_reply(text, message_type).texts, "rules"
+
+
 async def answer(
     flows: FlowRegistry,
     intents: IntentRegistry,
+    knowledge: KnowledgeBase,
     *,
     tenant_id: str,
     user_id: str,
@@ -61,7 +78,7 @@ async def answer(
             intent, confidence = prediction.intent.name, prediction.intent.confidence
 
     def reply_chain(message: Message) -> list[str]:
-        return rule_reply(message.text, message_type).texts
+        return [_CHAIN]  # answered after the step: the chain's tiers are async
 
     state = FlowState.loads(flow_state) if flow_state else None
     version: int | None
@@ -69,14 +86,14 @@ async def answer(
         version, variant = state.version, state.variant
     else:
         version, variant = choose_version(routing or {}, tenant_id, user_id)
-    if version is None:  # no flow published: the rule tier answers alone
-        rules = rule_reply(text, message_type)
+    if version is None:  # no flow published: the reply chain answers alone
+        texts, tier = await _reply_chain(knowledge, tenant_id, text, message_type)
         return Answer(
-            texts=rules.texts,
-            intent=intent or rules.intent,
-            confidence=confidence if intent else rules.confidence,
+            texts=texts,
+            intent=intent,
+            confidence=confidence,
             handoff=False,
-            tier="rules",
+            tier=tier,
             language=language,
             model_version=nlu_version,
             entities=entities,
@@ -86,12 +103,16 @@ async def answer(
     step = run_step(
         flow, state, version, variant, Message(text, intent, confidence, entities), reply_chain
     )
+    texts, tier = step.texts, "flow"
+    if step.used_reply_chain:
+        chained, tier = await _reply_chain(knowledge, tenant_id, text, message_type)
+        texts = [piece for t in texts for piece in (chained if t == _CHAIN else [t])]
     return Answer(
-        texts=step.texts,
+        texts=texts,
         intent=intent,
         confidence=confidence,
         handoff=step.handoff,
-        tier="rules" if step.used_reply_chain else "flow",
+        tier=tier,
         language=language,
         flow_state=step.state.dumps(),
         flow_version=version,

@@ -7,7 +7,17 @@ import pytest
 
 from chatlake.db import APP_ROLE
 
-TENANT_TABLES = ("tenants", "api_keys", "audit_log", "intents", "nlu_models", "flows", "entities")
+TENANT_TABLES = (
+    "tenants",
+    "api_keys",
+    "audit_log",
+    "intents",
+    "nlu_models",
+    "flows",
+    "entities",
+    "knowledge_documents",
+    "knowledge_chunks",
+)
 
 
 @pytest.fixture

@@ -89,6 +89,7 @@ async def _turn(
     reply = await answer(
         platform.flows,
         platform.intents,
+        platform.knowledge,
         tenant_id=tenant_id,
         user_id=body.user_id,
         text=body.text,
