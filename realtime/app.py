@@ -22,6 +22,7 @@ from realtime.api.routes import (
     health,
     knowledge,
     messages,
+    model_chain,
     nlu,
     tenants,
 )
@@ -75,7 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(exc_type, store_unavailable)
 
     # Routes match in order: the hot path first.
-    for module in (messages, conversations, flows, nlu, knowledge, tenants, api_keys, health):
+    routers = (messages, conversations, flows, nlu, knowledge, model_chain, tenants, api_keys)
+    for module in (*routers, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)

@@ -11,11 +11,13 @@ from chatlake.db import AppPool, open_app_pool
 from chatlake.embedded import Endpoints, Services
 from chatlake.errors import ConfigError
 from chatlake.keyspace import redis_client, redis_sync_client
+from chatlake.secrets import SecretBox
 from chatlake.settings import Settings
 from chatlake.tenants import ControlPlane
 from realtime.engine.flows.engine import sample_flow
 from realtime.engine.flows.registry import FlowRegistry
 from realtime.engine.knowledge import KnowledgeBase
+from realtime.engine.model_chain import ModelChainStore
 from realtime.engine.nlu.registry import IntentRegistry
 from realtime.state import ConversationStore
 
@@ -40,6 +42,7 @@ class Platform:
     intents: IntentRegistry
     flows: FlowRegistry
     knowledge: KnowledgeBase
+    model_chain: ModelChainStore
 
     @classmethod
     async def open(cls, settings: Settings) -> Platform:
@@ -60,6 +63,7 @@ class Platform:
             intents=IntentRegistry(pool, redis, settings.lake_root),
             flows=FlowRegistry(pool, control),
             knowledge=KnowledgeBase(pool),
+            model_chain=ModelChainStore(pool, SecretBox(settings.secret("master_key"))),
         )
 
     async def close(self) -> None:

@@ -380,3 +380,32 @@ class SearchResult(BaseModel):
 
 class SearchResults(BaseModel):
     results: list[SearchResult]
+
+
+class ChainTierIn(StrictModel):
+    provider: Literal[
+        "openai", "anthropic", "gemini", "azure_openai", "huggingface", "openai_compatible"
+    ]
+    model: str = Field(min_length=1, max_length=200)
+    base_url: str | None = Field(default=None, pattern=r"^https?://", max_length=500)
+    api_key: str | None = Field(default=None, min_length=1, max_length=4000)
+    timeout_s: float | None = Field(default=None, gt=0, le=120)
+
+
+class ChainIn(StrictModel):
+    tiers: list[ChainTierIn] = Field(max_length=8)
+
+
+class ChainTierOut(BaseModel):
+    provider: str
+    model: str
+    base_url: str | None = None
+    timeout_s: float | None = None
+    has_api_key: bool
+
+
+class ChainOut(BaseModel):
+    tiers: list[ChainTierOut]
+    then: list[str] = Field(
+        default=["knowledge", "rules"], description="What always follows the last tier"
+    )

@@ -17,6 +17,7 @@ TENANT_TABLES = (
     "entities",
     "knowledge_documents",
     "knowledge_chunks",
+    "model_chains",
 )
 
 
