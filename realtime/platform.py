@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import httpx
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
@@ -14,6 +15,7 @@ from chatlake.keyspace import redis_client, redis_sync_client
 from chatlake.secrets import SecretBox
 from chatlake.settings import Settings
 from chatlake.tenants import ControlPlane
+from realtime.engine.conversation import Replies
 from realtime.engine.flows.engine import sample_flow
 from realtime.engine.flows.registry import FlowRegistry
 from realtime.engine.knowledge import KnowledgeBase
@@ -43,6 +45,7 @@ class Platform:
     flows: FlowRegistry
     knowledge: KnowledgeBase
     model_chain: ModelChainStore
+    replies: Replies
 
     @classmethod
     async def open(cls, settings: Settings) -> Platform:
@@ -52,6 +55,9 @@ class Platform:
         await pool.open(wait=False)
         redis = redis_client(endpoints.redis_url)
         control = ControlPlane(pool, redis, sample_flow())
+        knowledge = KnowledgeBase(pool)
+        chain = ModelChainStore(pool, SecretBox(settings.secret("master_key")))
+        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
         return cls(
             settings=settings,
             endpoints=endpoints,
@@ -62,11 +68,13 @@ class Platform:
             redis_sync=redis_sync_client(endpoints.redis_url),
             intents=IntentRegistry(pool, redis, settings.lake_root),
             flows=FlowRegistry(pool, control),
-            knowledge=KnowledgeBase(pool),
-            model_chain=ModelChainStore(pool, SecretBox(settings.secret("master_key"))),
+            knowledge=knowledge,
+            model_chain=chain,
+            replies=Replies(knowledge, chain, http),
         )
 
     async def close(self) -> None:
         await self.pool.close()
         await self.redis.aclose()
+        await self.replies.http.aclose()
         self.redis_sync.close()

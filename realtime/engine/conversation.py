@@ -12,12 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+import structlog
+
 from realtime.engine.flows.engine import FlowState, Message, run_step
 from realtime.engine.flows.registry import FlowRegistry, choose_version
 from realtime.engine.knowledge import KnowledgeBase
+from realtime.engine.model_chain import ModelChainStore
 from realtime.engine.nlu.entities import extract_entities
 from realtime.engine.nlu.language import detect_language
 from realtime.engine.nlu.registry import IntentRegistry
+from realtime.engine.providers import ProviderError, openai_chat
 from realtime.engine.rules import rule_reply
 
 
@@ -43,21 +48,57 @@ class Answer:
 _CHAIN = "\x00reply-chain\x00"  # where the chain's answer goes among the flow's texts
 
 
+@dataclass
+class Replies:
+    """Where the reply chain plugs in: the tenant's LLM tiers, then knowledge, then rules."""
+
+    knowledge: KnowledgeBase
+    chain: ModelChainStore
+    http: httpx.AsyncClient
+
+
+SYSTEM_PROMPT = (
+    "You are the customer assistant of this business. Answer in the user's language, "
+    "briefly and only from what you know; if unsure, say so."
+)
+_log = structlog.get_logger("chatlake.replies")
+
+
 async def _reply_chain(
-    knowledge: KnowledgeBase, tenant_id: str, text: str, message_type: str
-) -> tuple[list[str], str]:
-    """The chain's answer and the tier that gave it."""
+    replies: Replies, tenant_id: str, text: str, message_type: str, context: list[str]
+) -> tuple[list[str], str, str | None, str | None]:
+    """The chain's answer: (texts, tier, provider, model)."""
     if message_type == "text" and text.strip():
-        found = await knowledge.answer(tenant_id, text)
+        for tier in await replies.chain.tiers_with_keys(tenant_id):
+            if tier["provider"] not in ("openai", "openai_compatible"):
+                _log.warning("provider_not_built", provider=tier["provider"])
+                continue
+            messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+            messages += [{"role": "user", "content": earlier} for earlier in context[-4:]]
+            messages.append({"role": "user", "content": text})
+            try:
+                completion = await openai_chat(
+                    replies.http,
+                    base_url=tier.get("base_url"),
+                    api_key=tier.get("api_key"),
+                    model=tier["model"],
+                    messages=messages,
+                    timeout_s=tier.get("timeout_s") or 10.0,
+                )
+            except ProviderError as exc:
+                _log.warning("provider_failed", provider=tier["provider"], error=str(exc))
+                continue
+            return [completion.text], "llm", tier["provider"], tier["model"]
+        found = await replies.knowledge.answer(tenant_id, text)
         if found is not None:
-            return [found["text"]], "knowledge"
-    return rule_reply(text, message_type).texts, "rules"
+            return [found["text"]], "knowledge", None, None
+    return rule_reply(text, message_type).texts, "rules", None, None
 
 
 async def answer(
     flows: FlowRegistry,
     intents: IntentRegistry,
-    knowledge: KnowledgeBase,
+    replies: Replies,
     *,
     tenant_id: str,
     user_id: str,
@@ -67,6 +108,7 @@ async def answer(
     routing: dict[str, Any] | None,
     nlu_version: int | None,
     flow_state: str | None,
+    context: list[str] | None = None,
 ) -> Answer:
     intent = confidence = None
     model = await intents.model(tenant_id, nlu_version) if nlu_version is not None else None
@@ -87,13 +129,17 @@ async def answer(
     else:
         version, variant = choose_version(routing or {}, tenant_id, user_id)
     if version is None:  # no flow published: the reply chain answers alone
-        texts, tier = await _reply_chain(knowledge, tenant_id, text, message_type)
+        texts, tier, provider, llm = await _reply_chain(
+            replies, tenant_id, text, message_type, context or []
+        )
         return Answer(
             texts=texts,
             intent=intent,
             confidence=confidence,
             handoff=False,
             tier=tier,
+            provider=provider,
+            model=llm,
             language=language,
             model_version=nlu_version,
             entities=entities,
@@ -103,9 +149,11 @@ async def answer(
     step = run_step(
         flow, state, version, variant, Message(text, intent, confidence, entities), reply_chain
     )
-    texts, tier = step.texts, "flow"
+    texts, tier, provider, llm = step.texts, "flow", None, None
     if step.used_reply_chain:
-        chained, tier = await _reply_chain(knowledge, tenant_id, text, message_type)
+        chained, tier, provider, llm = await _reply_chain(
+            replies, tenant_id, text, message_type, context or []
+        )
         texts = [piece for t in texts for piece in (chained if t == _CHAIN else [t])]
     return Answer(
         texts=texts,
@@ -121,4 +169,6 @@ async def answer(
         handoff_started=step.handoff and not was_handed_off,
         entities=entities,
         slots=step.state.slots,
+        provider=provider,
+        model=llm,
     )

@@ -5,6 +5,7 @@ never leave this module in the clear except to the provider client that needs th
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -20,16 +21,34 @@ def _same_endpoint(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in ("provider", "model", "base_url"))
 
 
+CACHE_SECONDS = 5.0  # how long another replica may answer with the previous chain
+
+
 class ModelChainStore:
     def __init__(self, pool: AppPool, box: SecretBox) -> None:
         self.pool = pool
         self.box = box
+        self._cache: dict[str, tuple[list[dict[str, Any]], float]] = {}
 
     async def _stored(self, tenant_id: str) -> list[dict[str, Any]]:
+        cached = self._cache.get(tenant_id)
+        if cached is not None and time.monotonic() - cached[1] < CACHE_SECONDS:
+            return cached[0]
         async with tenant_transaction(self.pool, tenant_id) as conn:
             cur = await conn.execute("select tiers from model_chains")
             row = await cur.fetchone()
-        return list(row["tiers"]) if row else []
+        tiers = list(row["tiers"]) if row else []
+        self._cache[tenant_id] = (tiers, time.monotonic())
+        return tiers
+
+    async def tiers_with_keys(self, tenant_id: str) -> list[dict[str, Any]]:
+        """The tiers with their keys opened, for the provider clients."""
+        return [
+            {**{k: v for k, v in t.items() if k != "sealed_api_key"},
+             "api_key": self.box.open(t["sealed_api_key"], tenant_id)
+             if "sealed_api_key" in t else None}
+            for t in await self._stored(tenant_id)
+        ]  # fmt: skip
 
     async def get(self, tenant_id: str) -> list[dict[str, Any]]:
         """The tiers as the API shows them: whether a key is set, never the key."""
@@ -60,6 +79,7 @@ class ModelChainStore:
                    do update set tiers = excluded.tiers, updated_at = now()""",
                 (tenant_id, orjson.dumps(stored).decode()),
             )
+            self._cache.pop(tenant_id, None)
             await record_audit(
                 conn, tenant_id, actor, "model_chain.saved", None,
                 {"tiers": [f"{t['provider']}:{t['model']}" for t in stored]},

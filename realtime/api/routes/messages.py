@@ -86,10 +86,15 @@ async def _turn(
     """One message's turn: answer it, then record state and events in one script."""
     conversation = admission.conversation
     received_at = datetime.now(UTC)
+    summary = (
+        orjson.loads(conversation["summary"])
+        if conversation and conversation.get("summary")
+        else {}
+    )
     reply = await answer(
         platform.flows,
         platform.intents,
-        platform.knowledge,
+        platform.replies,
         tenant_id=tenant_id,
         user_id=body.user_id,
         text=body.text,
@@ -98,6 +103,7 @@ async def _turn(
         routing=admission.routing,
         nlu_version=admission.nlu_version,
         flow_state=conversation.get("flow") if conversation else None,
+        context=summary.get("recent_topics", []),
     )
     common: dict[str, Any] = {
         "tenant_id": tenant_id,

@@ -1,0 +1,70 @@
+"""The reply chain through the API, with an OpenAI-compatible provider on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.utils.factories import send
+from tests.utils.loopback import ScriptedServer, chat_completion
+
+
+@pytest.fixture
+def provider():
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+def use_chain(client, tenant, provider, **tier):
+    tier = {"provider": "openai_compatible", "model": "tiny-llm",
+            "base_url": provider.url + "/v1", "api_key": "sk-loop", **tier}  # fmt: skip
+    chain = {"tiers": [tier]}
+    assert client.put("/v1/model-chain", json=chain, headers=tenant.headers).status_code == 200
+
+
+def test_an_unmatched_message_is_answered_by_the_llm_tier(client, tenant, provider):
+    use_chain(client, tenant, provider)
+    provider.script.append((200, chat_completion("We open at nine."), {}))
+    body = send(client, tenant, "zxqv can you help me with something odd").json()
+    assert body["answered_by"] == {
+        "tier": "llm",
+        "provider": "openai_compatible",
+        "model": "tiny-llm",
+    }
+    assert body["replies"][0]["text"] == "We open at nine."
+    request = provider.requests[-1]
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["Authorization"] == "Bearer sk-loop"
+    assert request["body"]["model"] == "tiny-llm"
+    assert request["body"]["messages"][-1] == {
+        "role": "user",
+        "content": "zxqv can you help me with something odd",
+    }
+
+
+def test_a_429_with_retry_after_is_retried(client, tenant, provider):
+    use_chain(client, tenant, provider)
+    provider.script += [
+        (429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}),
+        (200, chat_completion("Second time lucky."), {}),
+    ]
+    body = send(client, tenant, "zxqv something only a model knows").json()
+    assert body["replies"][0]["text"] == "Second time lucky."
+    assert len(provider.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        (500, {"error": {"message": "boom"}}, {}),
+        (401, {"error": {"message": "bad key"}}, {}),
+        (200, b"{not json", {}),
+        (200, {"choices": []}, {}),
+    ],
+)
+def test_a_failing_provider_falls_through_to_rules(client, tenant, provider, failure):
+    use_chain(client, tenant, provider)
+    provider.default = failure
+    body = send(client, tenant, "zxqv no provider can answer this").json()
+    assert body["answered_by"] == {"tier": "rules"}
+    assert body["replies"][0]["text"]  # never an empty reply
