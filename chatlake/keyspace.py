@@ -69,6 +69,10 @@ class TenantKeyspace:
         """String: the tenant's active intent model version."""
         return f"{self.prefix}:nlu:active"
 
+    def breaker(self, tier: str) -> str:
+        """Hash: a provider tier's circuit breaker (failures, opened_at)."""
+        return f"{self.prefix}:breaker:{tier}"
+
     @property
     def events(self) -> str:
         """Stream: every message and conversation event of the tenant, in order."""

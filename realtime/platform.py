@@ -15,6 +15,7 @@ from chatlake.keyspace import redis_client, redis_sync_client
 from chatlake.secrets import SecretBox
 from chatlake.settings import Settings
 from chatlake.tenants import ControlPlane
+from realtime.engine.breaker import CircuitBreaker
 from realtime.engine.conversation import Replies
 from realtime.engine.flows.engine import sample_flow
 from realtime.engine.flows.registry import FlowRegistry
@@ -70,7 +71,7 @@ class Platform:
             flows=FlowRegistry(pool, control),
             knowledge=knowledge,
             model_chain=chain,
-            replies=Replies(knowledge, chain, http),
+            replies=Replies(knowledge, chain, http, CircuitBreaker(redis)),
         )
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import structlog
 
+from realtime.engine.breaker import CircuitBreaker
 from realtime.engine.flows.engine import FlowState, Message, run_step
 from realtime.engine.flows.registry import FlowRegistry, choose_version
 from realtime.engine.knowledge import KnowledgeBase
@@ -55,6 +56,7 @@ class Replies:
     knowledge: KnowledgeBase
     chain: ModelChainStore
     http: httpx.AsyncClient
+    breaker: CircuitBreaker
 
 
 SYSTEM_PROMPT = (
@@ -73,6 +75,9 @@ async def _reply_chain(
             if tier["provider"] not in ("openai", "openai_compatible"):
                 _log.warning("provider_not_built", provider=tier["provider"])
                 continue
+            name = f"{tier['provider']}:{tier['model']}"
+            if not await replies.breaker.allow(tenant_id, name):
+                continue  # open: skip the tier without waiting for it
             messages = [{"role": "system", "content": SYSTEM_PROMPT}]
             messages += [{"role": "user", "content": earlier} for earlier in context[-4:]]
             messages.append({"role": "user", "content": text})
@@ -87,7 +92,9 @@ async def _reply_chain(
                 )
             except ProviderError as exc:
                 _log.warning("provider_failed", provider=tier["provider"], error=str(exc))
+                await replies.breaker.failed(tenant_id, name)
                 continue
+            await replies.breaker.succeeded(tenant_id, name)
             return [completion.text], "llm", tier["provider"], tier["model"]
         found = await replies.knowledge.answer(tenant_id, text)
         if found is not None:

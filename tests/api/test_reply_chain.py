@@ -68,3 +68,30 @@ def test_a_failing_provider_falls_through_to_rules(client, tenant, provider, fai
     body = send(client, tenant, "zxqv no provider can answer this").json()
     assert body["answered_by"] == {"tier": "rules"}
     assert body["replies"][0]["text"]  # never an empty reply
+
+
+def test_the_breaker_opens_half_opens_and_closes(client, tenant, provider):
+    import time
+
+    breaker = client.app.state.platform.replies.breaker
+    use_chain(client, tenant, provider)
+    tier = "openai_compatible:tiny-llm"
+    provider.default = (500, {"error": {"message": "down"}}, {})
+    for _ in range(breaker.failures):
+        assert send(client, tenant, "zxqv are you there").json()["answered_by"]["tier"] == "rules"
+    state = client.portal.call(breaker.state, tenant.tenant_id, tier)
+    assert state == "open"
+    calls = len(provider.requests)
+    assert send(client, tenant, "zxqv still there").json()["answered_by"]["tier"] == "rules"
+    assert len(provider.requests) == calls  # open: the tier is skipped, not called
+
+    breaker.cooldown_s = 0.3
+    try:
+        time.sleep(0.4)
+        assert client.portal.call(breaker.state, tenant.tenant_id, tier) == "half_open"
+        provider.script.append((200, chat_completion("Back again."), {}))
+        body = send(client, tenant, "zxqv hello again").json()
+        assert body["answered_by"]["tier"] == "llm" and len(provider.requests) == calls + 1
+        assert client.portal.call(breaker.state, tenant.tenant_id, tier) == "closed"
+    finally:
+        breaker.cooldown_s = 30.0
