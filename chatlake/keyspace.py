@@ -73,6 +73,10 @@ class TenantKeyspace:
         """Hash: a provider tier's circuit breaker (failures, opened_at)."""
         return f"{self.prefix}:breaker:{tier}"
 
+    def llm_cache(self, digest: str) -> str:
+        """String: a provider's answer to a prompt, by the prompt's digest."""
+        return f"{self.prefix}:llmcache:{digest}"
+
     @property
     def events(self) -> str:
         """Stream: every message and conversation event of the tenant, in order."""

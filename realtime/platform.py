@@ -71,7 +71,7 @@ class Platform:
             flows=FlowRegistry(pool, control),
             knowledge=knowledge,
             model_chain=chain,
-            replies=Replies(knowledge, chain, http, CircuitBreaker(redis)),
+            replies=Replies(knowledge, chain, http, CircuitBreaker(redis), redis),
         )
 
     async def close(self) -> None:

@@ -9,12 +9,16 @@ LLM providers slot in ahead of knowledge.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 import structlog
+from redis.asyncio import Redis
 
+from chatlake.keyspace import TenantKeyspace
 from realtime.engine.breaker import CircuitBreaker
 from realtime.engine.flows.engine import FlowState, Message, run_step
 from realtime.engine.flows.registry import FlowRegistry, choose_version
@@ -57,8 +61,10 @@ class Replies:
     chain: ModelChainStore
     http: httpx.AsyncClient
     breaker: CircuitBreaker
+    redis: Redis
 
 
+CACHE_SECONDS = 3600  # identical prompts to the same tier are answered from Redis
 SYSTEM_PROMPT = (
     "You are the customer assistant of this business. Answer in the user's language, "
     "briefly and only from what you know; if unsure, say so."
@@ -81,6 +87,13 @@ async def _reply_chain(
             messages = [{"role": "system", "content": SYSTEM_PROMPT}]
             messages += [{"role": "user", "content": earlier} for earlier in context[-4:]]
             messages.append({"role": "user", "content": text})
+            cache_key = TenantKeyspace(tenant_id).llm_cache(
+                hashlib.sha256(orjson.dumps([name, tier.get("base_url"), messages])).hexdigest()
+            )
+            cached = await replies.redis.get(cache_key)
+            if cached is not None:  # the same prompt to the same tier: its answer again
+                text_out = cached.decode() if isinstance(cached, bytes) else str(cached)
+                return [text_out], "llm", tier["provider"], tier["model"]
             try:
                 completion = await openai_chat(
                     replies.http,
@@ -95,6 +108,7 @@ async def _reply_chain(
                 await replies.breaker.failed(tenant_id, name)
                 continue
             await replies.breaker.succeeded(tenant_id, name)
+            await replies.redis.set(cache_key, completion.text, ex=CACHE_SECONDS)
             return [completion.text], "llm", tier["provider"], tier["model"]
         found = await replies.knowledge.answer(tenant_id, text)
         if found is not None:

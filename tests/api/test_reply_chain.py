@@ -95,3 +95,14 @@ def test_the_breaker_opens_half_opens_and_closes(client, tenant, provider):
         assert client.portal.call(breaker.state, tenant.tenant_id, tier) == "closed"
     finally:
         breaker.cooldown_s = 30.0
+
+
+def test_an_identical_prompt_is_answered_from_the_cache(client, tenant, provider):
+    use_chain(client, tenant, provider)
+    provider.script.append((200, chat_completion("Cached wisdom."), {}))
+    first = send(client, tenant, "zxqv what is the meaning of it all", user_id="u1").json()
+    calls = len(provider.requests)
+    second = send(client, tenant, "zxqv what is the meaning of it all", user_id="u2").json()
+    assert second["replies"][0]["text"] == first["replies"][0]["text"] == "Cached wisdom."
+    assert second["answered_by"]["tier"] == "llm"
+    assert len(provider.requests) == calls  # served from Redis, not the provider
