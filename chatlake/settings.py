@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     warehouse_path: Path | None = None
 
     open_signup: bool = False
+    # USD per million prompt and completion tokens, by model, e.g. {"gpt-4o-mini": [0.15, 0.6]}
+    llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
     conversation_ttl_days: int = Field(default=90, ge=1, le=3650)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     default_rate_limit: int = Field(default=600, ge=1)

@@ -43,6 +43,9 @@ MESSAGE_EVENT = pa.schema(
         pa.field("flow_version", pa.int64()),
         pa.field("variant", pa.string()),
         pa.field("model_version", pa.int64()),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+        pa.field("cost_usd", pa.float64()),
         _CREATED_AT,
     ]
 )

@@ -45,6 +45,9 @@ class MessageEvent(_EventIdentity):
     flow_version: int | None
     variant: str | None
     model_version: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: float | None
     created_at: str
 
 
@@ -69,6 +72,9 @@ def message_event(
     flow_version: int | None = None,
     variant: str | None = None,
     model_version: int | None = None,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    cost_usd: float | None = None,
 ) -> MessageEvent:
     return MessageEvent(
         event_id=new_event_id(),
@@ -91,6 +97,9 @@ def message_event(
         flow_version=flow_version,
         variant=variant,
         model_version=model_version,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost_usd=cost_usd,
         created_at=created_at.isoformat(),
     )
 

@@ -71,7 +71,9 @@ class Platform:
             flows=FlowRegistry(pool, control),
             knowledge=knowledge,
             model_chain=chain,
-            replies=Replies(knowledge, chain, http, CircuitBreaker(redis), redis),
+            replies=Replies(
+                knowledge, chain, http, CircuitBreaker(redis), redis, settings.llm_prices
+            ),
         )
 
     async def close(self) -> None:

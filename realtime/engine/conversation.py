@@ -48,6 +48,7 @@ class Answer:
     model: str | None = None
     entities: list[dict[str, Any]] = field(default_factory=list)
     slots: dict[str, Any] = field(default_factory=dict)
+    usage: ChainReply | None = None  # tokens and cost when an LLM tier answered
 
 
 _CHAIN = "\x00reply-chain\x00"  # where the chain's answer goes among the flow's texts
@@ -62,6 +63,7 @@ class Replies:
     http: httpx.AsyncClient
     breaker: CircuitBreaker
     redis: Redis
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # USD per 1M tokens
 
 
 CACHE_SECONDS = 3600  # identical prompts to the same tier are answered from Redis
@@ -72,10 +74,31 @@ SYSTEM_PROMPT = (
 _log = structlog.get_logger("chatlake.replies")
 
 
+@dataclass
+class ChainReply:
+    texts: list[str]
+    tier: str
+    provider: str | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+
+
+def _cost(
+    prices: dict[str, tuple[float, float]], model: str, prompt: int, completion: int
+) -> float | None:
+    """USD for one call, from per-million-token prices in configuration (None: unpriced)."""
+    if model not in prices:
+        return None
+    per_prompt, per_completion = prices[model]
+    return round((prompt * per_prompt + completion * per_completion) / 1_000_000, 8)
+
+
 async def _reply_chain(
     replies: Replies, tenant_id: str, text: str, message_type: str, context: list[str]
-) -> tuple[list[str], str, str | None, str | None]:
-    """The chain's answer: (texts, tier, provider, model)."""
+) -> ChainReply:
+    """The chain's answer, and the tier (provider, model, tokens, cost) that gave it."""
     if message_type == "text" and text.strip():
         for tier in await replies.chain.tiers_with_keys(tenant_id):
             if tier["provider"] not in ("openai", "openai_compatible"):
@@ -93,7 +116,7 @@ async def _reply_chain(
             cached = await replies.redis.get(cache_key)
             if cached is not None:  # the same prompt to the same tier: its answer again
                 text_out = cached.decode() if isinstance(cached, bytes) else str(cached)
-                return [text_out], "llm", tier["provider"], tier["model"]
+                return ChainReply([text_out], "llm", tier["provider"], tier["model"], 0, 0, 0.0)
             try:
                 completion = await openai_chat(
                     replies.http,
@@ -109,11 +132,16 @@ async def _reply_chain(
                 continue
             await replies.breaker.succeeded(tenant_id, name)
             await replies.redis.set(cache_key, completion.text, ex=CACHE_SECONDS)
-            return [completion.text], "llm", tier["provider"], tier["model"]
+            prompt, produced = completion.prompt_tokens or 0, completion.completion_tokens or 0
+            return ChainReply(
+                [completion.text], "llm", tier["provider"], tier["model"],
+                completion.prompt_tokens, completion.completion_tokens,
+                _cost(replies.prices, tier["model"], prompt, produced),
+            )  # fmt: skip
         found = await replies.knowledge.answer(tenant_id, text)
         if found is not None:
-            return [found["text"]], "knowledge", None, None
-    return rule_reply(text, message_type).texts, "rules", None, None
+            return ChainReply([found["text"]], "knowledge")
+    return ChainReply(rule_reply(text, message_type).texts, "rules")
 
 
 async def answer(
@@ -150,17 +178,16 @@ async def answer(
     else:
         version, variant = choose_version(routing or {}, tenant_id, user_id)
     if version is None:  # no flow published: the reply chain answers alone
-        texts, tier, provider, llm = await _reply_chain(
-            replies, tenant_id, text, message_type, context or []
-        )
+        chained = await _reply_chain(replies, tenant_id, text, message_type, context or [])
         return Answer(
-            texts=texts,
+            texts=chained.texts,
             intent=intent,
             confidence=confidence,
             handoff=False,
-            tier=tier,
-            provider=provider,
-            model=llm,
+            tier=chained.tier,
+            provider=chained.provider,
+            model=chained.model,
+            usage=chained,
             language=language,
             model_version=nlu_version,
             entities=entities,
@@ -170,18 +197,18 @@ async def answer(
     step = run_step(
         flow, state, version, variant, Message(text, intent, confidence, entities), reply_chain
     )
-    texts, tier, provider, llm = step.texts, "flow", None, None
+    texts = step.texts
+    via_chain: ChainReply | None = None
     if step.used_reply_chain:
-        chained, tier, provider, llm = await _reply_chain(
-            replies, tenant_id, text, message_type, context or []
-        )
-        texts = [piece for t in texts for piece in (chained if t == _CHAIN else [t])]
+        via_chain = await _reply_chain(replies, tenant_id, text, message_type, context or [])
+        answer_texts = via_chain.texts
+        texts = [piece for t in texts for piece in (answer_texts if t == _CHAIN else [t])]
     return Answer(
         texts=texts,
         intent=intent,
         confidence=confidence,
         handoff=step.handoff,
-        tier=tier,
+        tier=via_chain.tier if via_chain else "flow",
         language=language,
         flow_state=step.state.dumps(),
         flow_version=version,
@@ -190,6 +217,7 @@ async def answer(
         handoff_started=step.handoff and not was_handed_off,
         entities=entities,
         slots=step.state.slots,
-        provider=provider,
-        model=llm,
+        provider=via_chain.provider if via_chain else None,
+        model=via_chain.model if via_chain else None,
+        usage=via_chain,
     )

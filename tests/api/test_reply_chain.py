@@ -106,3 +106,27 @@ def test_an_identical_prompt_is_answered_from_the_cache(client, tenant, provider
     assert second["replies"][0]["text"] == first["replies"][0]["text"] == "Cached wisdom."
     assert second["answered_by"]["tier"] == "llm"
     assert len(provider.requests) == calls  # served from Redis, not the provider
+
+
+def test_reply_events_record_tokens_and_cost(client, tenant, provider, endpoints, monkeypatch):
+    import orjson
+    import redis
+
+    from chatlake.keyspace import TenantKeyspace
+
+    monkeypatch.setitem(client.app.state.platform.replies.prices, "tiny-llm", (1.0, 2.0))
+    use_chain(client, tenant, provider)
+    provider.script.append((200, chat_completion("Priced answer."), {}))
+    body = send(client, tenant, "zxqv what does this cost").json()
+    events = redis.Redis.from_url(endpoints.redis_url).xrange(
+        TenantKeyspace(tenant.tenant_id).events
+    )
+    out = next(
+        e
+        for e in (orjson.loads(f[b"event"]) for _, f in events)
+        if e.get("event_id") == body["replies"][0]["message_id"]
+    )
+    assert (out["tier"], out["provider"], out["model"]) == ("llm", "openai_compatible", "tiny-llm")
+    assert (out["prompt_tokens"], out["completion_tokens"]) == (12, 5)
+    assert out["cost_usd"] == round((12 * 1.0 + 5 * 2.0) / 1_000_000, 8)
+    assert out["latency_ms"] > 0

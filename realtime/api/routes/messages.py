@@ -130,6 +130,7 @@ async def _turn(
     )
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     replied_at = datetime.now(UTC)
+    usage = reply.usage
     outbound = [
         message_event(
             **common,
@@ -141,9 +142,13 @@ async def _turn(
             provider=reply.provider,
             model=reply.model,
             latency_ms=latency_ms,
+            # a call's tokens and cost go on its first reply, so sums count them once
+            prompt_tokens=usage.prompt_tokens if usage and i == 0 else None,
+            completion_tokens=usage.completion_tokens if usage and i == 0 else None,
+            cost_usd=usage.cost_usd if usage and i == 0 else None,
             created_at=replied_at,
         )
-        for text in reply.texts
+        for i, text in enumerate(reply.texts)
     ]
     fields = {
         "updated_at": replied_at.isoformat(),
