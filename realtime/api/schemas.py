@@ -202,6 +202,11 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: these statuses answer with the error contract."""
+    return {code: {"model": ErrorOut} for code in codes}
+
+
 INTENT_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
 LANGUAGE_PATTERN = r"^[a-z]{2}$"
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response, status
 
 from realtime.api.deps import PlatformDep, TenantDep
-from realtime.api.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyList, ApiKeyOut, ErrorOut
+from realtime.api.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyList, ApiKeyOut, error_responses
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422)}
+ERRORS = error_responses(401, 404, 422)
 
 
 @router.get("", response_model=ApiKeyList, responses=ERRORS)

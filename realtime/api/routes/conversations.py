@@ -15,13 +15,13 @@ from realtime.api.schemas import (
     ConversationList,
     ConversationOut,
     ConversationSummary,
-    ErrorOut,
     MessageRecord,
+    error_responses,
 )
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 _ID = re.compile(CONVERSATION_ID_PATTERN)
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422)}
+ERRORS = error_responses(401, 404, 422)
 
 
 def _summary(conversation_id: str, meta: dict[str, str]) -> ConversationSummary:

@@ -10,19 +10,17 @@ from fastapi import APIRouter, Request, Response, status
 from realtime.api.deps import PlatformDep, TenantDep
 from realtime.api.errors import ApiError
 from realtime.api.schemas import (
-    ErrorOut,
     ExperimentIn,
     FlowPublished,
     FlowVersion,
     FlowVersions,
     RollbackIn,
+    error_responses,
 )
 from realtime.engine.flows.engine import FlowInvalid, flow_schema
 
 router = APIRouter(prefix="/v1/flow", tags=["flows"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 422)
-}
+ERRORS = error_responses(400, 401, 404, 422)
 
 
 @router.get("/schema")

@@ -13,13 +13,13 @@ from realtime.api.schemas import (
     DocumentIn,
     DocumentList,
     DocumentOut,
-    ErrorOut,
     SearchResult,
     SearchResults,
+    error_responses,
 )
 
 router = APIRouter(prefix="/v1/knowledge", tags=["knowledge"])
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422)}
+ERRORS = error_responses(401, 404, 422)
 
 
 @router.post(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from realtime.api.errors import ApiError, parse_json_body
-from realtime.api.schemas import ErrorOut, MessageIn, MessageOut
+from realtime.api.schemas import MessageIn, MessageOut, error_responses
 from realtime.auth import admit, bearer_token, parse_bearer
 from realtime.engine.context import update_summary
 from realtime.engine.conversation import answer
@@ -23,9 +23,7 @@ from realtime.state import Admission, StateConflict
 router = APIRouter(prefix="/v1", tags=["messages"])
 TURN_ATTEMPTS = 5
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429)
-}
+ERRORS = error_responses(400, 401, 404, 409, 413, 422, 429)
 
 
 @router.post(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from realtime.api.deps import PlatformDep, TenantDep
-from realtime.api.schemas import ChainIn, ChainOut, ChainTierOut, ErrorOut
+from realtime.api.schemas import ChainIn, ChainOut, ChainTierOut, error_responses
 
 router = APIRouter(prefix="/v1/model-chain", tags=["model chain"])
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 422)}
+ERRORS = error_responses(401, 422)
 
 
 @router.get("", response_model=ChainOut, responses=ERRORS)

@@ -15,7 +15,6 @@ from realtime.api.schemas import (
     EntityIn,
     EntityList,
     EntityOut,
-    ErrorOut,
     IntentIn,
     IntentList,
     IntentOut,
@@ -24,12 +23,13 @@ from realtime.api.schemas import (
     ParseIn,
     ParseOut,
     TrainOut,
+    error_responses,
 )
 from realtime.engine.nlu.entities import TenantEntity
 from realtime.engine.nlu.registry import TrainingError
 
 router = APIRouter(prefix="/v1", tags=["nlu"])
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422)}
+ERRORS = error_responses(401, 404, 422)
 _NAME = re.compile(INTENT_NAME_PATTERN)
 
 

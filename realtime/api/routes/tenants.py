@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from realtime.api.deps import AdminDep, Credentials, PlatformDep, TenantDep
 from realtime.api.errors import ApiError
-from realtime.api.schemas import ErrorOut, TenantCreated, TenantIn, TenantOut, TenantPatch
+from realtime.api.schemas import TenantCreated, TenantIn, TenantOut, TenantPatch, error_responses
 from realtime.auth import check_admin_token
 
 router = APIRouter(prefix="/v1", tags=["tenants"])
@@ -26,7 +26,7 @@ async def tenant_creator(platform: PlatformDep, credentials: Credentials) -> str
     return "platform-admin"
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 422)}
+ERRORS = error_responses(401, 404, 422)
 
 
 @router.post(
