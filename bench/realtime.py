@@ -141,7 +141,7 @@ def _loadgen(url: str, bodies: Path, auth: str, *args: str) -> dict[str, Any]:
             "-m",
             "bench.loadgen",
             "--url",
-            url + "/v1/messages",
+            url,
             "--bodies",
             str(bodies),
             "--auth",
@@ -160,9 +160,9 @@ def _loadgen(url: str, bodies: Path, auth: str, *args: str) -> dict[str, Any]:
 
 
 def _throughput(
-    url: str, bodies: Path, auth: str, connections: int, duration: float
+    url: str, bodies: Path, auth: str, connections: int, duration: float, client: str
 ) -> dict[str, Any]:
-    if shutil.which("wrk"):
+    if client == "wrk":
         _wrk(url, bodies, auth, connections, 2)  # warm-up: JIT-free, but caches and pools
         return _wrk(url, bodies, auth, connections, duration)
     result = _loadgen(
@@ -201,7 +201,13 @@ def run(
     workers: list[int],
     rate: int,
     out: str | None,
+    client: str = "auto",
 ) -> dict[str, Any]:
+    """`client`: "wrk", "python" (the closed-loop generator), or "auto" (wrk if installed)."""
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "python"
+    if client == "wrk" and not shutil.which("wrk"):
+        raise ChatlakeError("wrk is not installed (apt-get install wrk), or use --client python")
     services = Services(settings)
     services.start()
     endpoints = services.endpoints()
@@ -233,7 +239,7 @@ def run(
             "workers": workers,
             "fixed_rate": rate,
             "access_log": False,
-            "load_generator": "wrk" if shutil.which("wrk") else "python-closed-loop",
+            "load_generator": "wrk" if client == "wrk" else "python-closed-loop",
         },
         "runs": {},
     }
@@ -250,7 +256,7 @@ def run(
                 server = Server(target, count, env, log_dir)
                 try:
                     run_result[target] = _throughput(
-                        server.url + "/v1/messages", bodies, auth, connections, duration
+                        server.url + "/v1/messages", bodies, auth, connections, duration, client
                     )
                 finally:
                     server.stop()
@@ -273,7 +279,7 @@ def run(
         server = Server("full", workers[0], env, log_dir)
         try:
             fixed = _loadgen(
-                server.url, bodies, auth, "--mode", "open", "--rate", str(rate),
+                server.url + "/v1/messages", bodies, auth, "--mode", "open", "--rate", str(rate),
                 "--duration", str(duration),
             )  # fmt: skip
         finally:

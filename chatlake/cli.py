@@ -352,6 +352,9 @@ def bench_realtime(
     workers: Annotated[str, typer.Option(help="Server worker counts to compare, e.g. 1,2")] = "1,2",
     rate: Annotated[int, typer.Option(min=1, help="Fixed rate (msg/s) for the latency run")] = 1000,
     out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
+    client: Annotated[
+        str, typer.Option(help="Load generator: auto (wrk if installed), wrk or python")
+    ] = "auto",
 ) -> None:
     """POST /v1/messages under load, against two ceilings measured in the same run."""
     from bench.realtime import run
@@ -362,7 +365,9 @@ def bench_realtime(
         raise ChatlakeError(f"--workers takes counts like 1,2, not {workers!r}") from None
     if not counts or min(counts) < 1:
         raise ChatlakeError("--workers needs at least one count of 1 or more")
-    emit(run(get_settings(), duration, connections, conversations, counts, rate, out))
+    if client not in ("auto", "wrk", "python"):
+        raise ChatlakeError("--client is auto, wrk or python")
+    emit(run(get_settings(), duration, connections, conversations, counts, rate, out, client))
 
 
 @bench_app.command("ingest")

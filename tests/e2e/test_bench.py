@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.e2e.test_cli import run
 
 
-def test_bench_realtime_writes_ratios_of_both_ceilings(services, home, tmp_path):
+@pytest.mark.parametrize("client", ["auto", "python"])
+def test_bench_realtime_writes_ratios_of_both_ceilings(services, home, tmp_path, client):
     out = tmp_path / "realtime.json"
     result = run(
         "bench", "realtime", "--duration", "1", "--conversations", "200", "--connections", "4",
-        "--workers", "1", "--rate", "50", "--out", str(out), home=home,
+        "--workers", "1", "--rate", "50", "--out", str(out), "--client", client, home=home,
     )  # fmt: skip
     printed = json.loads(result.stdout)
     written = json.loads(out.read_text())
