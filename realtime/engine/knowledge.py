@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from chatlake.db import AppPool, tenant_transaction
 from chatlake.errors import NotFound
 from realtime.engine.nlu.classifier import embed
+from realtime.engine.tenant_cache import TenantCache
 
 CHUNK_CHARS = 600
 VECTOR_WEIGHT = 0.8
@@ -59,20 +59,17 @@ HAS_DOCUMENTS_TTL = 5.0  # seconds another replica may take to notice a first up
 class KnowledgeBase:
     def __init__(self, pool: AppPool) -> None:
         self.pool = pool
-        # tenant -> (has documents, checked at): spares the chain a PostgreSQL round trip
-        # for the many tenants without documents.
-        self._has_documents: dict[str, tuple[bool, float]] = {}
+        # Spares the chain a PostgreSQL round trip for the many tenants without documents.
+        self._has_documents: TenantCache[bool] = TenantCache(HAS_DOCUMENTS_TTL)
 
     async def has_documents(self, tenant_id: str) -> bool:
-        cached = self._has_documents.get(tenant_id)
-        if cached is not None and time.monotonic() - cached[1] < HAS_DOCUMENTS_TTL:
-            return cached[0]
+        return await self._has_documents.get(tenant_id, self._count_documents)
+
+    async def _count_documents(self, tenant_id: str) -> bool:
         async with tenant_transaction(self.pool, tenant_id) as conn:
             cur = await conn.execute("select exists (select 1 from knowledge_documents) as e")
             row = await cur.fetchone()
-        found = bool(row and row["e"])
-        self._has_documents[tenant_id] = (found, time.monotonic())
-        return found
+        return bool(row and row["e"])
 
     async def add_document(self, tenant_id: str, title: str, text: str) -> dict[str, Any]:
         chunks = chunk_text(text)
@@ -98,7 +95,7 @@ class KnowledgeBase:
                         for i, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True))
                     ],
                 )
-        self._has_documents.pop(tenant_id, None)
+        self._has_documents.drop(tenant_id)
         return {"document_id": document_id, "title": title, "chunks": len(chunks)}
 
     async def list_documents(self, tenant_id: str) -> list[dict[str, Any]]:
@@ -126,7 +123,7 @@ class KnowledgeBase:
             )
             if cur.rowcount == 0:
                 raise NotFound(f"document {document_id} not found")
-        self._has_documents.pop(tenant_id, None)
+        self._has_documents.drop(tenant_id)
 
     async def search(self, tenant_id: str, query: str, limit: int = 5) -> list[dict[str, Any]]:
         if not query.strip():

@@ -5,7 +5,6 @@ never leave this module in the clear except to the provider client that needs th
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -13,6 +12,7 @@ import orjson
 from chatlake.db import AppPool, tenant_transaction
 from chatlake.secrets import SecretBox
 from chatlake.tenants import record_audit
+from realtime.engine.tenant_cache import TenantCache
 
 PROVIDERS = ("openai", "anthropic", "gemini", "azure_openai", "huggingface", "openai_compatible")
 
@@ -28,18 +28,16 @@ class ModelChainStore:
     def __init__(self, pool: AppPool, box: SecretBox) -> None:
         self.pool = pool
         self.box = box
-        self._cache: dict[str, tuple[list[dict[str, Any]], float]] = {}
+        self._cache: TenantCache[list[dict[str, Any]]] = TenantCache(CACHE_SECONDS)
 
     async def _stored(self, tenant_id: str) -> list[dict[str, Any]]:
-        cached = self._cache.get(tenant_id)
-        if cached is not None and time.monotonic() - cached[1] < CACHE_SECONDS:
-            return cached[0]
+        return await self._cache.get(tenant_id, self._load)
+
+    async def _load(self, tenant_id: str) -> list[dict[str, Any]]:
         async with tenant_transaction(self.pool, tenant_id) as conn:
             cur = await conn.execute("select tiers from model_chains")
             row = await cur.fetchone()
-        tiers = list(row["tiers"]) if row else []
-        self._cache[tenant_id] = (tiers, time.monotonic())
-        return tiers
+        return list(row["tiers"]) if row else []
 
     async def tiers_with_keys(self, tenant_id: str) -> list[dict[str, Any]]:
         """The tiers with their keys opened, for the provider clients."""
@@ -79,7 +77,7 @@ class ModelChainStore:
                    do update set tiers = excluded.tiers, updated_at = now()""",
                 (tenant_id, orjson.dumps(stored).decode()),
             )
-            self._cache.pop(tenant_id, None)
+            self._cache.drop(tenant_id)
             await record_audit(
                 conn, tenant_id, actor, "model_chain.saved", None,
                 {"tiers": [f"{t['provider']}:{t['model']}" for t in stored]},
