@@ -41,14 +41,21 @@ async def _post(
 
 
 async def run_open(
-    url: str, bodies: list[bytes], headers: dict[str, str], rate: float, duration: float
+    url: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    rate: float,
+    duration: float,
+    sequential: bool = False,
 ) -> dict[str, Any]:
+    """`sequential`: each body once, in order (bodies that must not repeat), else random."""
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     connector = aiohttp.TCPConnector(limit=512)
     async with aiohttp.ClientSession(connector=connector) as session:
         # Warm the connection pool so the first second does not measure TCP handshakes.
-        await asyncio.gather(*(_post(session, url, bodies[0], headers) for _ in range(32)))
+        warm = bodies[-32:] if sequential else [bodies[0]] * 32
+        await asyncio.gather(*(_post(session, url, body, headers) for body in warm))
         tasks: list[asyncio.Task[None]] = []
 
         async def one(due: float, body: bytes) -> None:
@@ -66,7 +73,8 @@ async def run_open(
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(due, random.choice(bodies))))
+            body = bodies[i % len(bodies)] if sequential else random.choice(bodies)
+            tasks.append(asyncio.create_task(one(due, body)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     return {
@@ -120,13 +128,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--sequential", action="store_true", help="open mode: bodies in order")
     args = parser.parse_args()
     bodies = [line.encode() for line in args.bodies.read_text().splitlines() if line]
     headers = {"Content-Type": "application/json"}
     if args.auth:
         headers["Authorization"] = args.auth
     if args.mode == "open":
-        coro = run_open(args.url, bodies, headers, args.rate, args.duration)
+        coro = run_open(args.url, bodies, headers, args.rate, args.duration, args.sequential)
     else:
         coro = run_closed(args.url, bodies, headers, args.connections, args.duration)
     print(json.dumps(uvloop.run(coro)))

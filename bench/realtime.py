@@ -7,6 +7,12 @@ the same request bodies: a few thousand existing conversations of distinct users
 measures throughput when it is installed (`apt-get install wrk`); otherwise the Python
 load generator in closed-loop mode does. Then an open-loop run at a fixed rate measures
 the real API's latency percentiles. Results are printed and written as JSON.
+
+With `--chain` it measures the reply chain instead: a loopback OpenAI-compatible provider
+(bench/provider.py) answers after a fixed delay; at a fixed rate, every message (each one
+new, so the response cache never answers) goes through the API to the provider, and the
+same provider is also measured directly. The difference is the chain's own overhead: ours,
+without the provider's time.
 """
 
 from __future__ import annotations
@@ -193,6 +199,27 @@ def _seed_conversations(url: str, auth: str, count: int, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _written(results: dict[str, Any], out: str | None, name: str) -> dict[str, Any]:
+    results["finished_at"] = datetime.now(UTC).isoformat()
+    target_path = Path(out) if out else BENCH_DIR / "results" / name
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    target_path.write_text(json.dumps(results, indent=2) + "\n")
+    results["written_to"] = str(target_path)
+    return results
+
+
+def _bench_tenant_key(settings: Settings, name: str) -> str:
+    """A fresh tenant with a rate limit the bench cannot reach; its API key."""
+
+    async def create(control: Any) -> str:
+        _, issued = await control.create_tenant(
+            f"{name}-{int(time.time())}", 10_000_000, plan="bench", actor="bench"
+        )
+        return str(issued.api_key)
+
+    return str(run_control(settings, create))
+
+
 def run(
     settings: Settings,
     duration: float,
@@ -213,13 +240,7 @@ def run(
     endpoints = services.endpoints()
     upgrade(endpoints.database_url)
 
-    async def bench_tenant(control: Any) -> str:
-        _, issued = await control.create_tenant(
-            f"bench-{int(time.time())}", 10_000_000, plan="bench", actor="bench"
-        )
-        return str(issued.api_key)
-
-    auth = "Bearer " + run_control(settings, bench_tenant)
+    auth = "Bearer " + _bench_tenant_key(settings, "bench")
     # The hot path as measured: auth, rate limit, state, event, reply. Per-request access
     # logging is switched off, as it is behind a load balancer that logs requests itself.
     env = {**os.environ, "BENCH_REDIS_URL": endpoints.redis_url, "CHATLAKE_ACCESS_LOG": "false"}
@@ -286,9 +307,106 @@ def run(
             server.stop()
         fixed["workers"] = workers[0]
         results["fixed_rate"] = fixed
-    results["finished_at"] = datetime.now(UTC).isoformat()
-    target_path = Path(out) if out else BENCH_DIR / "results" / "realtime.json"
-    target_path.parent.mkdir(parents=True, exist_ok=True)
-    target_path.write_text(json.dumps(results, indent=2) + "\n")
-    results["written_to"] = str(target_path)
-    return results
+    return _written(results, out, "realtime.json")
+
+
+def _provider(delay_ms: float, log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    log = open(log_dir / "bench-provider.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.provider", "--port", str(port), "--delay-ms", str(delay_ms)],
+        cwd=BENCH_DIR.parent, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_http_ready(url + "/stats", process, timeout=30)
+    return process, url
+
+
+def _bodies(path: Path, count: int, make: Any) -> Path:
+    path.write_text("\n".join(json.dumps(make(i)) for i in range(count)) + "\n")
+    return path
+
+
+def run_chain(
+    settings: Settings, duration: float, rate: int, delay_ms: float, out: str | None
+) -> dict[str, Any]:
+    """The realtime path through the reply chain, minus the provider's own time."""
+    services = Services(settings)
+    services.start()
+    upgrade(services.endpoints().database_url)
+
+    auth = "Bearer " + _bench_tenant_key(settings, "bench-chain")
+    env = {**os.environ, "CHATLAKE_ACCESS_LOG": "false"}
+    log_dir = settings.run_dir
+    total = int(rate * duration) + 64  # + the load generator's warm-up requests
+    provider, provider_url = _provider(delay_ms, log_dir)
+    results: dict[str, Any] = {
+        "benchmark": "realtime-chain",
+        "started_at": datetime.now(UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "config": {"duration_s": duration, "fixed_rate": rate, "provider_delay_ms": delay_ms,
+                   "workers": 1, "access_log": False},
+    }  # fmt: skip
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            # Every message opens a new conversation with a new question: no cache hits.
+            api_bodies = _bodies(
+                Path(tmp) / "api.jsonl",
+                total,
+                lambda i: {
+                    "user_id": f"chain-user-{i}",
+                    "text": f"zxqv question number {i} for the model",
+                },
+            )
+            direct_bodies = _bodies(
+                Path(tmp) / "direct.jsonl",
+                total,
+                lambda i: {
+                    "model": "bench-llm",
+                    "messages": [{"role": "user", "content": f"q {i}"}],
+                },
+            )
+            results["provider_direct"] = _loadgen(
+                provider_url + "/v1/chat/completions", direct_bodies, "", "--mode", "open",
+                "--rate", str(rate), "--duration", str(duration), "--sequential",
+            )  # fmt: skip
+            server = Server("full", 1, env, log_dir)
+            try:
+                chain = {
+                    "tiers": [
+                        {
+                            "provider": "openai_compatible",
+                            "model": "bench-llm",
+                            "base_url": provider_url + "/v1",
+                            "api_key": "sk-bench",
+                        }
+                    ]
+                }
+                put = httpx.put(server.url + "/v1/model-chain", json=chain,
+                                headers={"Authorization": auth}, timeout=10)  # fmt: skip
+                if put.status_code != 200:
+                    raise ChatlakeError(f"setting the chain failed: {put.status_code} {put.text}")
+                calls_before = httpx.get(provider_url + "/stats").json()["calls"]
+                results["api_with_chain"] = _loadgen(
+                    server.url + "/v1/messages", api_bodies, auth, "--mode", "open",
+                    "--rate", str(rate), "--duration", str(duration), "--sequential",
+                )  # fmt: skip
+                calls = httpx.get(provider_url + "/stats").json()["calls"] - calls_before
+            finally:
+                server.stop()
+    finally:
+        provider.terminate()
+        provider.wait(timeout=10)
+    api, direct = results["api_with_chain"], results["provider_direct"]
+    results["messages"] = api["statuses"].get("200", 0)
+    results["provider_calls"] = calls  # the measured messages + the 32 warm-up ones
+    results["every_message_reached_the_provider"] = calls >= results["messages"] + 32
+    results["chain_overhead_ms"] = {
+        q: round(api["latency_ms"][q] - direct["latency_ms"][q], 3)
+        for q in ("p50", "p95", "p99")
+        if q in api["latency_ms"] and q in direct["latency_ms"]
+    }
+    results["provider_share_of_latency_p50"] = round(
+        direct["latency_ms"]["p50"] / api["latency_ms"]["p50"], 3
+    )
+    return _written(results, out, "realtime-chain.json")

@@ -28,11 +28,15 @@ services_app = typer.Typer(help="The embedded PostgreSQL and Redis.", no_args_is
 tenants_app = typer.Typer(help="Tenants (platform admin).", no_args_is_help=True)
 keys_app = typer.Typer(help="A tenant's API keys.", no_args_is_help=True)
 lake_app = typer.Typer(help="The Delta lake.", no_args_is_help=True)
+secrets_app = typer.Typer(
+    help="Secrets stored encrypted (provider credentials).", no_args_is_help=True
+)
 bench_app = typer.Typer(help="Benchmarks (bench/): print and write JSON.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(lake_app, name="lake")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(bench_app, name="bench")
 
 
@@ -344,21 +348,65 @@ def keys_revoke(key_id: str, tenant: Annotated[str, typer.Option(help="Tenant id
     emit(run_control(get_settings(), revoke))
 
 
+@secrets_app.command("rotate")
+def secrets_rotate(
+    generate: Annotated[
+        bool, typer.Option(help="Development: generate the new master key in secrets.json")
+    ] = False,
+) -> None:
+    """Re-wrap every stored secret under the current master key.
+
+    Production: set CHATLAKE_MASTER_KEY to the new key and CHATLAKE_MASTER_KEY_PREVIOUS to
+    the old one (on every process), run this, then drop CHATLAKE_MASTER_KEY_PREVIOUS.
+    Development: --generate makes the new key and keeps the old one as previous; restart
+    running API processes afterwards so they load it."""
+    from chatlake.db import owner_connection
+    from chatlake.embedded import Services
+    from chatlake.secrets import rotate, secret_box
+    from chatlake.settings import rotate_dev_master_key
+
+    settings = get_settings()
+    if generate:
+        if settings.env != "development" or settings.master_key:
+            raise ChatlakeError(
+                "--generate is for development keys in $CHATLAKE_HOME/secrets.json; "
+                "with CHATLAKE_MASTER_KEY set, set the new key there and the old one in "
+                "CHATLAKE_MASTER_KEY_PREVIOUS"
+            )
+        rotate_dev_master_key(settings.home)
+    box = secret_box(settings)
+    with owner_connection(Services(settings).endpoints().database_url) as conn:
+        counts = rotate(conn, box)
+    emit({"master_key_id": box.kek_id, **counts})
+
+
 @bench_app.command("realtime")
 def bench_realtime(
     duration: Annotated[float, typer.Option(min=1, help="Seconds per measurement")] = 10.0,
     connections: Annotated[int, typer.Option(min=1, help="Concurrent connections")] = 64,
     conversations: Annotated[int, typer.Option(min=1, help="Distinct conversations")] = 2000,
     workers: Annotated[str, typer.Option(help="Server worker counts to compare, e.g. 1,2")] = "1,2",
-    rate: Annotated[int, typer.Option(min=1, help="Fixed rate (msg/s) for the latency run")] = 1000,
+    rate: Annotated[
+        int | None,
+        typer.Option(min=1, help="Fixed rate (msg/s) for the latency run [1000; --chain 200]"),
+    ] = None,
     out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
     client: Annotated[
         str, typer.Option(help="Load generator: auto (wrk if installed), wrk or python")
     ] = "auto",
+    chain: Annotated[
+        bool, typer.Option(help="Measure the reply chain's overhead with a loopback provider")
+    ] = False,
+    provider_delay_ms: Annotated[
+        float, typer.Option(min=0, help="--chain: the loopback provider's answer delay")
+    ] = 50.0,
 ) -> None:
     """POST /v1/messages under load, against two ceilings measured in the same run."""
-    from bench.realtime import run
+    from bench.realtime import run, run_chain
 
+    if chain:
+        emit(run_chain(get_settings(), duration, rate or 200, provider_delay_ms, out))
+        return
     try:
         counts = [int(part) for part in workers.split(",") if part.strip()]
     except ValueError:
@@ -367,7 +415,9 @@ def bench_realtime(
         raise ChatlakeError("--workers needs at least one count of 1 or more")
     if client not in ("auto", "wrk", "python"):
         raise ChatlakeError("--client is auto, wrk or python")
-    emit(run(get_settings(), duration, connections, conversations, counts, rate, out, client))
+    emit(
+        run(get_settings(), duration, connections, conversations, counts, rate or 1000, out, client)
+    )
 
 
 @bench_app.command("ingest")

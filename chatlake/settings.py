@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     event_bus: Literal["redis", "kafka"] = "redis"
     kafka_bootstrap: str | None = None
     master_key: str | None = None
+    # comma-separated former master keys, still accepted for opening during a rotation
+    master_key_previous: str | None = None
     admin_token: str | None = None
     warehouse_path: Path | None = None
 
@@ -85,6 +87,30 @@ class Settings(BaseSettings):
             raise ConfigError(f"CHATLAKE_{name.upper()} must be set when CHATLAKE_ENV=production")
         return _dev_secrets(self.home)[name]
 
+    def previous_master_keys(self) -> list[str]:
+        value = self.master_key_previous
+        if value is None and self.env == "development" and not self.master_key:
+            value = _dev_secrets(self.home).get("master_key_previous")
+        return [key for key in (value or "").split(",") if key]
+
+
+def rotate_dev_master_key(home: Path) -> None:
+    """Development only: a new generated master key, the old one kept as previous."""
+    stored = _dev_secrets(home)
+    previous = [k for k in stored.get("master_key_previous", "").split(",") if k]
+    stored["master_key_previous"] = ",".join([stored["master_key"], *previous])
+    stored["master_key"] = secrets.token_urlsafe(24)
+    _write_dev_secrets(home, stored)
+
+
+def _write_dev_secrets(home: Path, stored: dict[str, str]) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    path, tmp = home / "secrets.json", home / "secrets.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(stored, handle, indent=2)
+    tmp.replace(path)
+
 
 def _dev_secrets(home: Path) -> dict[str, str]:
     path = home / "secrets.json"
@@ -93,12 +119,7 @@ def _dev_secrets(home: Path) -> dict[str, str]:
     if missing:
         for name in missing:
             stored[name] = secrets.token_urlsafe(24)
-        home.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(stored, handle, indent=2)
-        tmp.replace(path)
+        _write_dev_secrets(home, stored)
     return stored
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -38,6 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         platform = await Platform.open(settings)
         app.state.platform = platform
+        # Everything loaded so far (libraries, models) lives as long as the process: keep it
+        # out of the collector's full passes, which otherwise walk it every few seconds.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from realtime.engine.nlu.entities import compile_tenant_pattern
 
 CHANNELS = ("web", "api", "whatsapp", "messenger", "slack", "teams", "twilio", "twilio-voice")
 MESSAGE_TYPES = (
@@ -331,10 +332,7 @@ class EntityIn(StrictModel):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
+            compile_tenant_pattern(value)  # RE2: linear time, so no pattern can stall a reply
         return value
 
     @model_validator(mode="after")
@@ -395,6 +393,19 @@ class ChainTierIn(StrictModel):
     base_url: str | None = Field(default=None, pattern=r"^https?://", max_length=500)
     api_key: str | None = Field(default=None, min_length=1, max_length=4000)
     timeout_s: float | None = Field(default=None, gt=0, le=120)
+    api_version: str | None = Field(
+        default=None, pattern=r"^[0-9A-Za-z.-]{1,40}$", description="Azure OpenAI api-version"
+    )
+    stream: bool | None = Field(
+        default=None, description="Ask the provider for server-sent events (the timeout "
+        "then bounds each event rather than the whole answer)"
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _endpoint_known(self) -> ChainTierIn:
+        if self.provider in ("azure_openai", "openai_compatible") and not self.base_url:
+            raise ValueError(f"{self.provider} needs base_url (the server or Azure resource)")
+        return self
 
 
 class ChainIn(StrictModel):
@@ -406,6 +417,8 @@ class ChainTierOut(BaseModel):
     model: str
     base_url: str | None = None
     timeout_s: float | None = None
+    api_version: str | None = None
+    stream: bool | None = None
     has_api_key: bool
 
 

@@ -2,9 +2,9 @@
 for a tenant without one, the reply chain alone).
 
 This is where the reply chain plugs in: a flow step with `reply_chain`, and any message no
-transition takes, is answered by the chain: today the knowledge tier (the tenant's
-documents, when one scores above the threshold), then the rules as the last resort; the
-LLM providers slot in ahead of knowledge.
+transition takes, is answered by the chain: the tenant's LLM tiers in order (any of the
+providers in `providers.py`), then the knowledge tier (the tenant's documents, when one
+scores above the threshold), then the rules as the last resort.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from realtime.engine.model_chain import ModelChainStore
 from realtime.engine.nlu.entities import extract_entities
 from realtime.engine.nlu.language import detect_language
 from realtime.engine.nlu.registry import IntentRegistry
-from realtime.engine.providers import ProviderError, openai_chat
+from realtime.engine.providers import Endpoint, ProviderError, complete
 from realtime.engine.rules import rule_reply
 
 
@@ -101,9 +101,6 @@ async def _reply_chain(
     """The chain's answer, and the tier (provider, model, tokens, cost) that gave it."""
     if message_type == "text" and text.strip():
         for tier in await replies.chain.tiers_with_keys(tenant_id):
-            if tier["provider"] not in ("openai", "openai_compatible"):
-                _log.warning("provider_not_built", provider=tier["provider"])
-                continue
             name = f"{tier['provider']}:{tier['model']}"
             if not await replies.breaker.allow(tenant_id, name):
                 continue  # open: skip the tier without waiting for it
@@ -118,13 +115,12 @@ async def _reply_chain(
                 text_out = cached.decode() if isinstance(cached, bytes) else str(cached)
                 return ChainReply([text_out], "llm", tier["provider"], tier["model"], 0, 0, 0.0)
             try:
-                completion = await openai_chat(
-                    replies.http,
-                    base_url=tier.get("base_url"),
-                    api_key=tier.get("api_key"),
-                    model=tier["model"],
-                    messages=messages,
-                    timeout_s=tier.get("timeout_s") or 10.0,
+                endpoint = Endpoint(
+                    tier["provider"], tier["model"], tier.get("base_url"), tier.get("api_key"),
+                    tier.get("api_version"), tier.get("timeout_s") or 10.0,
+                )  # fmt: skip
+                completion = await complete(
+                    replies.http, endpoint, messages, stream=bool(tier.get("stream"))
                 )
             except ProviderError as exc:
                 _log.warning("provider_failed", provider=tier["provider"], error=str(exc))

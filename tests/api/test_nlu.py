@@ -225,6 +225,9 @@ def test_tenant_entities_from_lookups_and_patterns_apply_from_the_next_training(
     for bad in ({"pattern": "(unclosed"}, {"pattern": "a", "lookup": {"x": []}}, {}):
         response = client.put("/v1/entities/bad", json=bad, headers=tenant.headers)
         assert response.status_code == 422, bad
+    backreference = {"pattern": r"(ab)\1"}  # needs backtracking: RE2 refuses it, clearly
+    response = client.put("/v1/entities/bad", json=backreference, headers=tenant.headers)
+    assert response.status_code == 422 and "RE2" in response.text
     assert client.delete("/v1/entities/sku", headers=tenant.headers).status_code == 204
     assert client.delete("/v1/entities/sku", headers=tenant.headers).status_code == 404
 

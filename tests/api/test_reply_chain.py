@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.utils.factories import send
-from tests.utils.loopback import ScriptedServer, chat_completion
+from tests.utils.loopback import ScriptedServer, chat_completion, streamed
 
 
 @pytest.fixture
@@ -130,3 +130,52 @@ def test_reply_events_record_tokens_and_cost(client, tenant, provider, endpoints
     assert (out["prompt_tokens"], out["completion_tokens"]) == (12, 5)
     assert out["cost_usd"] == round((12 * 1.0 + 5 * 2.0) / 1_000_000, 8)
     assert out["latency_ms"] > 0
+
+
+def test_the_chain_falls_through_every_provider_to_knowledge_then_rules(client, tenant):
+    """anthropic (5xx) → gemini (bad key) → huggingface streaming (answers); then with every
+    provider down, the knowledge tier; then, for a question no document covers, rules."""
+    servers = [ScriptedServer() for _ in range(3)]
+    try:
+        anthropic, gemini, hf = servers
+        anthropic.default = (
+            529,
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            {},
+        )
+        gemini.default = (400, {"error": {"code": 400, "message": "API key not valid",
+                                          "status": "INVALID_ARGUMENT"}}, {})  # fmt: skip
+        tiers = [
+            {"provider": "anthropic", "model": "claude-x", "base_url": anthropic.url,
+             "api_key": "sk-ant"},
+            {"provider": "gemini", "model": "gemini-x", "base_url": gemini.url, "api_key": "g"},
+            {"provider": "huggingface", "model": "tgi", "base_url": hf.url, "stream": True},
+        ]  # fmt: skip
+        response = client.put("/v1/model-chain", json={"tiers": tiers}, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["tiers"][2]["stream"] is True
+        hf.script.append((200, streamed("huggingface", ["Par", "cels ", "ship daily."]), {}))
+        body = send(client, tenant, "zxqv when do parcels leave").json()
+        assert body["answered_by"] == {"tier": "llm", "provider": "huggingface", "model": "tgi"}
+        assert body["replies"][0]["text"] == "Parcels ship daily."
+        assert (len(anthropic.requests), len(gemini.requests)) == (3, 1)  # 5xx retried, 400 not
+        assert anthropic.requests[0]["headers"]["x-api-key"] == "sk-ant"
+
+        doc = {"title": "Payment", "text": "We accept Visa, PayPal and bank transfer."}
+        client.post("/v1/knowledge/documents", headers=tenant.headers, json=doc)
+        hf.default = (503, {"error": "Model is currently loading", "estimated_time": 20.0}, {})
+        body = send(client, tenant, "can I pay with paypal?").json()
+        assert body["answered_by"] == {"tier": "knowledge"}
+        assert "PayPal" in body["replies"][0]["text"]
+        body = send(client, tenant, "zxqv wibble blorp").json()
+        assert body["answered_by"] == {"tier": "rules"} and body["replies"][0]["text"]
+    finally:
+        for server in servers:
+            server.close()
+
+
+def test_azure_and_compatible_tiers_need_a_base_url(client, tenant):
+    for provider in ("azure_openai", "openai_compatible"):
+        chain = {"tiers": [{"provider": provider, "model": "m"}]}
+        response = client.put("/v1/model-chain", json=chain, headers=tenant.headers)
+        assert response.status_code == 422 and "base_url" in response.text

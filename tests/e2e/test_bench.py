@@ -27,3 +27,17 @@ def test_bench_realtime_writes_ratios_of_both_ceilings(services, home, tmp_path,
     fixed = written["fixed_rate"]
     assert fixed["statuses"] == {"200": fixed["requests"]}
     assert set(fixed["latency_ms"]) >= {"p50", "p95", "p99"}
+
+
+def test_bench_realtime_chain_reports_the_chains_own_overhead(services, home, tmp_path):
+    out = tmp_path / "chain.json"
+    result = run(
+        "bench", "realtime", "--chain", "--duration", "1", "--rate", "20",
+        "--provider-delay-ms", "20", "--out", str(out), home=home,
+    )  # fmt: skip
+    written = json.loads(out.read_text())
+    assert json.loads(result.stdout)["chain_overhead_ms"] == written["chain_overhead_ms"]
+    assert written["api_with_chain"]["statuses"] == {"200": written["messages"]}
+    assert written["every_message_reached_the_provider"] is True
+    assert written["provider_direct"]["latency_ms"]["p50"] >= 20  # the provider's own delay
+    assert set(written["chain_overhead_ms"]) == {"p50", "p95", "p99"}

@@ -83,3 +83,50 @@ def test_commands_say_how_to_start_the_stores_when_they_are_not_running(tmp_path
     assert result.returncode == 1
     assert "chatlake services start" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_master_key_rotation_rewraps_stored_keys(services, home, client, tenant, endpoints):
+    import psycopg
+
+    from chatlake.secrets import secret_box
+    from chatlake.settings import Settings
+    from tests.utils.loopback import ScriptedServer, chat_completion
+
+    provider = ScriptedServer()
+    try:
+        tier = {"provider": "openai", "model": "m", "base_url": provider.url,
+                "api_key": "sk-rotate-1"}  # fmt: skip
+        client.put("/v1/model-chain", json={"tiers": [tier]}, headers=tenant.headers)
+        provider.script.append((200, chat_completion("before"), {}))
+        assert send(client, tenant, "zxqv before rotation").json()["replies"][0]["text"] == "before"
+
+        rotated = json.loads(run("secrets", "rotate", "--generate", home=home).stdout)
+        assert rotated["rewrapped"] >= 1 and rotated["tenants"] >= 1
+        with psycopg.connect(endpoints.database_url) as owner:
+            (tiers,) = owner.execute(
+                "select tiers from model_chains where tenant_id = %s", (tenant.tenant_id,)
+            ).fetchone()
+        assert tiers[0]["sealed_api_key"].split(".")[1] == rotated["master_key_id"]
+        assert "sk-rotate-1" not in json.dumps(tiers)
+
+        # The API restarted with the new key (the old one kept as previous) opens it.
+        store = client.app.state.platform.model_chain
+        store.box = secret_box(Settings(home=home))
+        store._cache.drop(tenant.tenant_id)
+        provider.script.append((200, chat_completion("after"), {}))
+        assert send(client, tenant, "zxqv after rotation").json()["replies"][0]["text"] == "after"
+        assert provider.requests[-1]["headers"]["Authorization"] == "Bearer sk-rotate-1"
+
+        again = json.loads(run("secrets", "rotate", home=home).stdout)
+        assert again["rewrapped"] == 0 and again["current"] >= 1
+    finally:
+        provider.close()
+    env_key = run_with_env("secrets", "rotate", "--generate", home=home,
+                           env={"CHATLAKE_MASTER_KEY": "set-by-operator"})  # fmt: skip
+    assert env_key.returncode != 0 and "CHATLAKE_MASTER_KEY_PREVIOUS" in env_key.stderr
+    assert "Traceback" not in env_key.stderr
+
+
+def run_with_env(*args: str, home: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "CHATLAKE_HOME": home, **env}
+    return subprocess.run([CHATLAKE, *args], capture_output=True, text=True, env=full, timeout=120)

@@ -23,9 +23,11 @@ def test_each_seal_uses_a_fresh_data_key():
 
 
 def test_rotation_rewraps_the_data_key_only():
-    old, new = SecretBox("old-master"), SecretBox("new-master")
+    old, new = SecretBox("old-master"), SecretBox("new-master", previous=["old-master"])
     sealed = old.seal("token", "tenant")
-    rewrapped = old.rewrap(sealed, "tenant", new)
+    assert new.open(sealed, "tenant") == "token" and not new.is_current(sealed)
+    rewrapped = new.rewrap(sealed, "tenant")
+    assert new.is_current(rewrapped)
     assert rewrapped.split(".")[3] == sealed.split(".")[3]  # the sealed secret is untouched
     assert new.open(rewrapped, "tenant") == "token"
     with pytest.raises(SecretError):

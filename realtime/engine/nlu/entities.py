@@ -14,6 +14,8 @@ from datetime import date
 from functools import cached_property
 from typing import Any
 
+import re2
+
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 PHONE = re.compile(r"(?<![\w+])\+?\d[\d ().-]{6,}\d(?!\w)")
 ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
@@ -32,6 +34,26 @@ def _number(text: str) -> float | int:
     return int(value) if value.is_integer() else value
 
 
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a bad pattern is the caller's error, not a log line
+    options.case_sensitive = False
+    options.max_mem = 8 << 20  # bounds the compiled program (e.g. huge repetition counts)
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+def compile_tenant_pattern(pattern: str) -> Any:
+    """Compile a tenant's pattern with RE2; raises ValueError with RE2's reason."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(f"not a supported regular expression (RE2 syntax): {reason}") from None
+
+
 @dataclass(frozen=True)
 class TenantEntity:
     """A tenant's own entity: a regular expression, or a lookup list of values (each value
@@ -42,16 +64,19 @@ class TenantEntity:
     lookup: dict[str, list[str]] | None = None
 
     @cached_property
-    def regex(self) -> re.Pattern[str]:
+    def regex(self) -> Any:  # an RE2 pattern: finditer() yields re-like matches
         if self.pattern is not None:
-            return re.compile(self.pattern, re.IGNORECASE)
+            try:
+                return compile_tenant_pattern(self.pattern)
+            except ValueError:  # stored before RE2 checked it at the API: matches nothing
+                return compile_tenant_pattern(r"[^\x00-\x{10FFFF}]")
         assert self.lookup is not None
         forms = sorted(
             {form for value, synonyms in self.lookup.items() for form in [value, *synonyms]},
             key=len,
             reverse=True,
         )
-        return re.compile(r"\b(" + "|".join(map(re.escape, forms)) + r")\b", re.IGNORECASE)
+        return compile_tenant_pattern(r"\b(" + "|".join(map(re.escape, forms)) + r")\b")
 
     def value(self, matched: str) -> str:
         if self.lookup is None:
@@ -70,7 +95,7 @@ def extract_entities(
     found: list[dict[str, Any]] = []
     taken: list[tuple[int, int]] = []
 
-    def add(name: str, match: re.Match[str], value: Any) -> None:
+    def add(name: str, match: Any, value: Any) -> None:
         start, end = match.span()
         if any(start < e and s < end for s, e in taken):
             return
