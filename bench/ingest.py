@@ -13,7 +13,6 @@ in this order and on the same entries:
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -26,6 +25,7 @@ from typing import Any
 
 from deltalake import write_deltalake
 
+from bench.output import write_results
 from chatlake.embedded import Services
 from chatlake.keyspace import EVENT_STREAMS, TenantKeyspace, redis_sync_client
 from chatlake.settings import Settings
@@ -149,8 +149,5 @@ def run(settings: Settings, events: int, batch_size: int, out: str | None) -> di
         "ingest_vs_bare_drain": round(ingest["rows_per_s"] / bare["rows_per_s"], 3),
         "ingest_vs_write_deltalake": round(ingest["rows_per_s"] / write["rows_per_s"], 3),
     }
-    target = Path(out) if out else BENCH_DIR / "results" / "ingest.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(results_json, indent=2) + "\n")
-    results_json["written_to"] = str(target)
+    write_results(results_json, out, "ingest.json")
     return results_json

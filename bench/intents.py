@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.output import write_results
 from chatlake.errors import ChatlakeError
 from realtime.engine.nlu.classifier import OUT_OF_SCOPE, IntentClassifier
 
@@ -77,8 +78,4 @@ def run(data_path: str | None, out: str | None, with_oos: bool = True) -> dict[s
             "p99": round(timings[int(0.99 * (len(timings) - 1))], 4),
         },
     }  # fmt: skip
-    target = Path(out) if out else BENCH_DIR / "results" / "intents.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(result, indent=2) + "\n")
-    result["written_to"] = str(target)
-    return result
+    return write_results(result, out, "intents.json")

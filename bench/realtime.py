@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench.output import write_results
 from chatlake.db.migrate import upgrade
 from chatlake.embedded import Services
 from chatlake.errors import ChatlakeError
@@ -201,11 +202,7 @@ def _seed_conversations(url: str, auth: str, count: int, path: Path) -> None:
 
 def _written(results: dict[str, Any], out: str | None, name: str) -> dict[str, Any]:
     results["finished_at"] = datetime.now(UTC).isoformat()
-    target_path = Path(out) if out else BENCH_DIR / "results" / name
-    target_path.parent.mkdir(parents=True, exist_ok=True)
-    target_path.write_text(json.dumps(results, indent=2) + "\n")
-    results["written_to"] = str(target_path)
-    return results
+    return write_results(results, out, name)
 
 
 def _bench_tenant_key(settings: Settings, name: str) -> str:

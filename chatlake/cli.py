@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+from datetime import date
 from typing import Annotated, Any
 
 import typer
@@ -28,6 +29,7 @@ services_app = typer.Typer(help="The embedded PostgreSQL and Redis.", no_args_is
 tenants_app = typer.Typer(help="Tenants (platform admin).", no_args_is_help=True)
 keys_app = typer.Typer(help="A tenant's API keys.", no_args_is_help=True)
 lake_app = typer.Typer(help="The Delta lake.", no_args_is_help=True)
+pipeline_app = typer.Typer(help="The Dagster lakehouse (pipelines/).", no_args_is_help=True)
 secrets_app = typer.Typer(
     help="Secrets stored encrypted (provider credentials).", no_args_is_help=True
 )
@@ -37,6 +39,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(lake_app, name="lake")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(bench_app, name="bench")
 
 
@@ -61,18 +64,22 @@ def up(
     no_dashboards: Annotated[
         bool, typer.Option("--no-dashboards", help="Do not start Streamlit")
     ] = False,
+    dagster_port: Annotated[int, typer.Option(help="Dagster webserver port")] = 3000,
 ) -> None:
-    """Start everything: stores, migrations, demo tenant, API. Ctrl-C stops it all."""
+    """Start everything: stores, migrations, demo tenant, API, ingest, Dagster. Ctrl-C stops
+    it all."""
     from chatlake.launcher import Launcher, banner
 
     settings = get_settings()
     launcher = Launcher(
-        settings, port, workers, dagster=not no_dagster, dashboards=not no_dashboards
-    )
+        settings, port, workers, dagster=not no_dagster, dashboards=not no_dashboards,
+        dagster_port=dagster_port,
+    )  # fmt: skip
     code = 1
     try:
         started = launcher.start()
-        typer.echo(banner(settings, port, started["demo"], settings.run_dir))
+        shown_port = None if no_dagster else dagster_port
+        typer.echo(banner(settings, port, started["demo"], settings.run_dir, shown_port))
         code = launcher.wait()
     finally:
         typer.echo("stopping…", err=True)
@@ -181,6 +188,34 @@ def ingest(
     log.info("ingest_started", consumer=worker.consumer, lake=settings.lake_root)
     worker.run(lambda: stopping)
     log.info("ingest_stopped", consumer=worker.consumer, **worker.totals)
+
+
+def _day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ChatlakeError(f"{option} takes a day like 2026-11-26, not {value!r}") from None
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    from_day: Annotated[
+        str | None, typer.Option("--from", help="First day (default: the first with data)")
+    ] = None,
+    to_day: Annotated[
+        str | None, typer.Option("--to", help="Last day (default: the last with data)")
+    ] = None,
+) -> None:
+    """Materialize silver, the dbt warehouse and their checks in-process, for every day
+    with bronze data (or --from/--to), as the sensor-triggered runs would."""
+    from pipelines.run import run_pipeline
+
+    result = run_pipeline(get_settings(), _day(from_day, "--from"), _day(to_day, "--to"))
+    emit(result)
+    if not result["success"]:
+        raise typer.Exit(1)
 
 
 @lake_app.command("maintain")
@@ -446,6 +481,20 @@ def bench_intents(
     from bench.intents import run
 
     emit(run(data, out, with_oos=oos_train))
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(
+    messages: Annotated[int, typer.Option(min=100, help="Generated messages in all")] = 1_000_000,
+    tenants: Annotated[int, typer.Option(min=1, help="Tenants they spread over")] = 100,
+    days: Annotated[int, typer.Option(min=1, help="Days they spread over")] = 10,
+    out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
+) -> None:
+    """A full lakehouse materialization and one incremental day, on generated bronze data
+    in a temporary home, against a DuckDB scan of the same rows."""
+    from bench.pipeline import run
+
+    emit(run(messages, tenants, days, out))
 
 
 def main() -> None:

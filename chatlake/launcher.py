@@ -70,6 +70,9 @@ class Child:
     args: list[str]
     ready_url: str | None = None  # polled until it answers; None: started is ready
     process: subprocess.Popen[bytes] | None = field(default=None)
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    ready_timeout: float = 60.0
 
 
 def wait_http_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
@@ -88,10 +91,17 @@ def wait_http_ready(url: str, process: subprocess.Popen[bytes], timeout: float =
 
 class Launcher:
     def __init__(
-        self, settings: Settings, port: int, workers: int, dagster: bool, dashboards: bool
+        self,
+        settings: Settings,
+        port: int,
+        workers: int,
+        dagster: bool,
+        dashboards: bool,
+        dagster_port: int = 3000,
     ) -> None:
         self.settings = settings
         self.port = port
+        self.dagster_port = dagster_port
         self.workers = workers
         self.dagster = dagster
         self.dashboards = dashboards
@@ -114,9 +124,34 @@ class Launcher:
             ready_url=f"http://127.0.0.1:{self.port}/readyz",
         )
         ingest = Child("ingest", [sys.executable, "-m", "chatlake", "ingest"])
-        # Dagster and Streamlit join here as their issues land; --no-dagster and
-        # --no-dashboards already switch them off.
-        return [api, ingest]
+        children = [api, ingest]
+        if self.dagster:
+            children += self._dagster_children()
+        # Streamlit joins here with its issue; --no-dashboards already switches it off.
+        return children
+
+    def _dagster_children(self) -> list[Child]:
+        """The webserver (UI) and the daemon (runs the sensor and the schedules), on the
+        instance under $CHATLAKE_HOME/dagster, loading workspace.yaml's code location."""
+        from pipelines.run import dagster_home
+
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "DAGSTER_HOME": dagster_home(self.settings),
+               "CHATLAKE_HOME": str(self.settings.home)}  # fmt: skip
+        bin_dir = Path(sys.executable).parent
+        workspace = ["-w", str(Path(root) / "workspace.yaml")]
+        webserver = Child(
+            "dagster-webserver",
+            [str(bin_dir / "dagster-webserver"), *workspace,
+             "-h", "127.0.0.1", "-p", str(self.dagster_port)],
+            ready_url=f"http://127.0.0.1:{self.dagster_port}/server_info",
+            env=env, cwd=root, ready_timeout=180.0,
+        )  # fmt: skip
+        daemon = Child(
+            "dagster-daemon", [str(bin_dir / "dagster-daemon"), "run", *workspace],
+            env=env, cwd=root,
+        )  # fmt: skip
+        return [webserver, daemon]
 
     def start(self) -> dict[str, Any]:
         started = self.services.start()
@@ -125,11 +160,12 @@ class Launcher:
         for child in self._planned_children():
             log = open(self.settings.run_dir / f"{child.name}.log", "ab")
             child.process = subprocess.Popen(
-                child.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )  # Ctrl-C reaches `up` alone, which stops the children in order
+                child.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env=child.env, cwd=child.cwd,
+            )  # Ctrl-C reaches `up` alone, which stops the children in order  # fmt: skip
             self.children.append(child)
             if child.ready_url:
-                wait_http_ready(child.ready_url, child.process)
+                wait_http_ready(child.ready_url, child.process, child.ready_timeout)
         return {"services": started, "migration": migration, "demo": demo}
 
     def wait(self) -> int:
@@ -172,14 +208,26 @@ class Launcher:
         self.services.stop()
 
 
-def banner(settings: Settings, port: int, demo: dict[str, str], log_dir: Path) -> str:
+def banner(
+    settings: Settings,
+    port: int,
+    demo: dict[str, str],
+    log_dir: Path,
+    dagster_port: int | None = None,
+) -> str:
     base = f"http://127.0.0.1:{port}"
+    dagster = (
+        [f"  Dagster        http://127.0.0.1:{dagster_port}  (lakehouse: chatlake pipeline run)"]
+        if dagster_port
+        else []
+    )
     return "\n".join(
         [
             "chatlake is up.",
             f"  API            {base}  (docs {base}/docs)",
             f"  metrics        {base}/metrics",
             "  lake ingest    running  (chatlake ingest --status)",
+            *dagster,
             f"  home           {settings.home}  (logs in {log_dir})",
             f"  demo tenant    {demo['tenant_id']}",
             f"  demo API key   {demo['api_key']}",

@@ -24,6 +24,7 @@ GENERATED_SECRETS = (
     "postgres_password",
     "app_db_password",
     "redis_password",
+    "pseudonym_key",
 )
 
 
@@ -43,12 +44,16 @@ class Settings(BaseSettings):
     # comma-separated former master keys, still accepted for opening during a rotation
     master_key_previous: str | None = None
     admin_token: str | None = None
+    # keys the per-tenant HMAC that pseudonymizes user ids in silver and the warehouse
+    pseudonym_key: str | None = None
     warehouse_path: Path | None = None
 
     open_signup: bool = False
     # USD per million prompt and completion tokens, by model, e.g. {"gpt-4o-mini": [0.15, 0.6]}
     llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
     conversation_ttl_days: int = Field(default=90, ge=1, le=3650)
+    # days of bronze and silver the lake keeps (the pipelines' retention schedule)
+    lake_retention_days: int = Field(default=400, ge=1, le=36500)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     default_rate_limit: int = Field(default=600, ge=1)
     db_pool_size: int = Field(default=4, ge=1)
@@ -83,7 +88,7 @@ class Settings(BaseSettings):
             if self.env == "production" and value in {"changethis", "change-me", "secret"}:
                 raise ConfigError(f"CHATLAKE_{name.upper()} has a default value; set a real secret")
             return str(value)
-        if self.env == "production" and name in ("admin_token", "master_key"):
+        if self.env == "production" and name in ("admin_token", "master_key", "pseudonym_key"):
             raise ConfigError(f"CHATLAKE_{name.upper()} must be set when CHATLAKE_ENV=production")
         return _dev_secrets(self.home)[name]
 

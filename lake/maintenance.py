@@ -8,6 +8,7 @@ the retention window still needs. Every step leaves its trace in the Delta histo
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from deltalake import CommitProperties
@@ -47,7 +48,28 @@ def maintain_table(
     }
 
 
+SILVER_TABLES = ("silver/turns", "silver/conversation_events")
+
+
 def maintain(
     lake_root: str, retention_hours: int = DEFAULT_RETENTION_HOURS
 ) -> list[dict[str, Any]]:
-    return [maintain_table(lake_root, name, retention_hours) for name in TABLES]
+    """Every lake table: bronze, and silver where the pipelines have built it."""
+    return [maintain_table(lake_root, name, retention_hours) for name in (*TABLES, *SILVER_TABLES)]
+
+
+def apply_retention(lake_root: str, keep_days: int, today: date | None = None) -> dict[str, int]:
+    """Delete the rows of every day older than `keep_days` from bronze and silver (a Delta
+    delete: a commit in each table's history; vacuum removes the files later)."""
+    cutoff = (today or datetime.now(UTC).date()) - timedelta(days=keep_days)
+    deleted = {}
+    for name in (*TABLES, *SILVER_TABLES):
+        table = open_table(table_uri(lake_root, name))
+        if table is None:
+            continue
+        metrics = table.delete(
+            f"date < '{cutoff.isoformat()}'",
+            commit_properties=CommitProperties(custom_metadata={"retention": f"{keep_days} days"}),
+        )
+        deleted[name] = int(metrics.get("num_deleted_rows", 0))
+    return deleted

@@ -35,15 +35,21 @@ CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 class StrictModel(BaseModel):
     """Request bodies: unknown fields are errors, and no string carries a NUL character
-    (PostgreSQL text cannot hold one, and no chat message needs one)."""
+    (PostgreSQL text cannot hold one, and no chat message needs one) or a lone surrogate
+    (JSON lets one through as an escape; it is not text and no store can encode it)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
     @field_validator("*", mode="after")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("must not contain NUL characters")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode text (no lone surrogates)") from None
         return value
 
 
@@ -389,7 +395,7 @@ class ChainTierIn(StrictModel):
     provider: Literal[
         "openai", "anthropic", "gemini", "azure_openai", "huggingface", "openai_compatible"
     ]
-    model: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x20\x7f]+$")
     base_url: str | None = Field(default=None, pattern=r"^https?://", max_length=500)
     api_key: str | None = Field(default=None, min_length=1, max_length=4000)
     timeout_s: float | None = Field(default=None, gt=0, le=120)

@@ -24,6 +24,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -106,7 +107,8 @@ def _openai_request(endpoint: Endpoint, messages: list[dict[str, str]], stream: 
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     if endpoint.provider == "azure_openai":
         version = endpoint.api_version or AZURE_API_VERSION
-        url = f"{_base(endpoint)}/openai/deployments/{endpoint.model}/chat/completions"
+        deployment = quote(endpoint.model, safe="")
+        url = f"{_base(endpoint)}/openai/deployments/{deployment}/chat/completions"
         headers = {"api-key": endpoint.api_key} if endpoint.api_key else {}
         return _Request(f"{url}?api-version={version}", headers, body)
     headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
@@ -209,7 +211,8 @@ def _gemini_request(endpoint: Endpoint, messages: list[dict[str, str]], stream: 
         body["systemInstruction"] = {"parts": [{"text": system}]}
     method = "streamGenerateContent?alt=sse" if stream else "generateContent"
     headers = {"x-goog-api-key": endpoint.api_key} if endpoint.api_key else {}
-    return _Request(f"{_base(endpoint)}/v1beta/models/{endpoint.model}:{method}", headers, body)
+    model = quote(endpoint.model, safe="")
+    return _Request(f"{_base(endpoint)}/v1beta/models/{model}:{method}", headers, body)
 
 
 def _gemini_parts(body: Any) -> tuple[str, dict[str, Any]]:
@@ -262,7 +265,7 @@ def _hf_request(endpoint: Endpoint, messages: list[dict[str, str]], stream: bool
     if endpoint.base_url:  # a text-generation-inference server of the tenant's own
         url = f"{_base(endpoint)}/{'generate_stream' if stream else 'generate'}"
     else:
-        url = f"{_base(endpoint)}/models/{endpoint.model}"
+        url = f"{_base(endpoint)}/models/{quote(endpoint.model, safe='/')}"  # org/name
         if stream:
             body["stream"] = True
     headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
@@ -364,7 +367,10 @@ async def complete(
     wire = WIRES.get(endpoint.provider)
     if wire is None:
         raise ProviderError(f"unknown provider {endpoint.provider!r}")
-    request = wire.request(endpoint, messages, stream)
+    try:
+        request = wire.request(endpoint, messages, stream)
+    except (ValueError, UnicodeError) as exc:  # e.g. a model name no URL can carry
+        raise ProviderError(f"cannot build the request: {exc}") from None
     for attempt in range(RETRIES + 1):
         try:
             async with client.stream(
@@ -398,6 +404,10 @@ async def complete(
             if attempt == RETRIES or isinstance(exc, httpx.TimeoutException | httpx.StreamError):
                 raise ProviderError(f"{type(exc).__name__}: {exc}") from None
             wait = 0.1 * 2**attempt + random.uniform(0, 0.05)
+        except ProviderError:
+            raise
+        except Exception as exc:  # a URL or body the transport refuses: this tier failed
+            raise ProviderError(f"{type(exc).__name__}: {exc}") from None
         await asyncio.sleep(wait)
     raise ProviderError("no attempt made")  # for the type checker: the loop always returns
 

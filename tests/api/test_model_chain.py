@@ -53,3 +53,14 @@ def test_the_sealed_key_opens_for_the_provider_client_only(client, tenant):
     key = client.portal.call(store.api_key, tenant.tenant_id, 0)
     assert key == "sk-test-SECRET-1"
     assert client.portal.call(store.api_key, tenant.tenant_id, 1) is None
+
+
+def test_model_names_and_strings_that_no_url_or_store_can_carry_are_422(client, tenant):
+    control = {"tiers": [{"provider": "gemini", "model": "gemini\tpro"}]}
+    assert client.put("/v1/model-chain", json=control, headers=tenant.headers).status_code == 422
+    surrogate = b'{"tiers": [{"provider": "gemini", "model": "g\\ud83d"}]}'
+    response = client.put(
+        "/v1/model-chain", content=surrogate,
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert response.status_code == 422, response.text

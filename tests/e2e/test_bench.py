@@ -41,3 +41,17 @@ def test_bench_realtime_chain_reports_the_chains_own_overhead(services, home, tm
     assert written["every_message_reached_the_provider"] is True
     assert written["provider_direct"]["latency_ms"]["p50"] >= 20  # the provider's own delay
     assert set(written["chain_overhead_ms"]) == {"p50", "p95", "p99"}
+
+
+def test_bench_pipeline_times_a_full_and_an_incremental_run(home, tmp_path):
+    out = tmp_path / "pipeline.json"
+    run("bench", "pipeline", "--messages", "2000", "--tenants", "3", "--days", "2",
+        "--out", str(out), home=home)  # fmt: skip
+    written = json.loads(out.read_text())
+    assert written["bronze_rows"] >= 2000
+    assert (
+        written["full"]["days"][0] < written["full"]["days"][1] < written["incremental_day"]["day"]
+    )
+    assert written["full"]["checks_passed"] == written["incremental_day"]["checks_passed"] > 30
+    assert written["mart_rows"]["fct_tenant_daily"] == 3 * 3  # 3 tenants, 2 days + 1 new
+    assert 0 < written["ceiling_vs_full_run"] and 0 < written["incremental_vs_full_run"]

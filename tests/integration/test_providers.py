@@ -52,9 +52,9 @@ def server():
     scripted.close()
 
 
-def endpoint(provider: str, server: ScriptedServer, **extra) -> Endpoint:
+def endpoint(provider: str, server: ScriptedServer, model: str = "model-a", **extra) -> Endpoint:
     fields = {"base_url": server.url, "api_key": "key-1", "timeout_s": 2.0, **extra}
-    return Endpoint(provider, "model-a", **fields)
+    return Endpoint(provider, model, **fields)
 
 
 async def call(provider: str, server: ScriptedServer, *, stream: bool = False, **extra):
@@ -211,3 +211,14 @@ async def test_a_gemini_blocked_prompt_is_a_provider_error(server):
     server.script.append((200, {"promptFeedback": {"blockReason": "SAFETY"}}, {}))
     with pytest.raises(ProviderError, match="SAFETY"):
         await call("gemini", server)
+
+
+@pytest.mark.parametrize("provider", ["gemini", "azure_openai", "huggingface", "anthropic"])
+@pytest.mark.parametrize("model", ["\x7f", "\t", "\ud83d", "a b#?"])
+async def test_a_model_name_no_url_can_carry_is_a_provider_error(provider, server, model):
+    server.default = (200, ANSWERS[provider]("fine"), {})
+    async with httpx.AsyncClient() as client:
+        try:
+            await complete(client, endpoint(provider, server, model=model), MESSAGES)
+        except ProviderError:
+            pass  # refused cleanly; or, for a name that quotes into a URL, answered

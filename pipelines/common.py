@@ -1,0 +1,72 @@
+"""What the code location's modules share: the lake resource, the daily partitions, the
+dbt project, and the environment dbt reads."""
+
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+from dagster_dbt import DbtProject
+
+from chatlake.settings import Settings, get_settings
+
+DBT_DIR = Path(__file__).resolve().parent.parent / "dbt"
+# One partition per UTC day; today's (still filling) partition is included.
+DAILY = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_offset=1)
+RANGE_START_TAG = "dagster/asset_partition_range_start"  # what a single-run backfill sets
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The Delta lake root (`CHATLAKE_LAKE_URI`, else `$CHATLAKE_HOME/lake`) and the
+    platform's pseudonym key, read from the environment or the development secrets file
+    when needed (never part of the run configuration the UI shows)."""
+
+    root: str
+    home: str
+
+    def settings(self) -> Settings:
+        return Settings(home=Path(self.home))
+
+    def pseudonym_key(self) -> str:
+        return self.settings().secret("pseudonym_key")
+
+
+def lake_resource() -> LakeResource:
+    settings = get_settings()
+    return LakeResource(root=settings.lake_root, home=str(settings.home))
+
+
+def dbt_environment() -> None:
+    """dbt (a subprocess that inherits this environment) reads the lake and writes the
+    warehouse where the platform's settings say; dbt-only names, so the platform's own
+    settings are not overridden in this process."""
+    settings = get_settings()
+    os.environ["DBT_CHATLAKE_LAKE_ROOT"] = settings.lake_root
+    os.environ["DBT_CHATLAKE_WAREHOUSE"] = str(settings.warehouse)
+
+
+def dbt_project() -> DbtProject:
+    """The dbt project, with its manifest parsed when missing or older than the project."""
+    dbt_environment()
+    project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
+    manifest = project.manifest_path
+    sources = [*DBT_DIR.glob("**/*.sql"), *DBT_DIR.glob("**/*.yml")]
+    newest = max((p.stat().st_mtime for p in sources if "target" not in p.parts), default=0)
+    if not manifest.exists() or manifest.stat().st_mtime < newest:
+        from dbt.cli.main import dbtRunner
+
+        result = dbtRunner().invoke(
+            ["parse", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--quiet"]
+        )
+        if not result.success:
+            raise RuntimeError(f"dbt parse failed: {result.exception}")
+    return project
+
+
+def window(context: dg.AssetExecutionContext) -> tuple[date, date]:
+    """The first and last day (inclusive) of the partitions this run materializes."""
+    start, end = context.partition_time_window
+    return start.date(), (end - timedelta(days=1)).date()

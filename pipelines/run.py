@@ -1,0 +1,80 @@
+"""`chatlake pipeline run`: the lakehouse job in-process, over every day that has data (or
+the days given), as one single-run backfill, recorded in the Dagster instance under
+`$CHATLAKE_HOME/dagster` so the UI shows it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from typing import Any
+
+from chatlake.errors import ChatlakeError
+from chatlake.settings import Settings
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Run logs (Dagster's, dbt's) go to stderr, so stdout carries only the JSON result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def dagster_home(settings: Settings) -> str:
+    path = settings.home / "dagster"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def run_pipeline(
+    settings: Settings, first: date | None = None, last: date | None = None
+) -> dict[str, Any]:
+    os.environ.setdefault("DAGSTER_HOME", dagster_home(settings))
+    from dagster import DagsterInstance
+
+    from lake.silver import bronze_days
+    from pipelines.common import RANGE_END_TAG, RANGE_START_TAG
+    from pipelines.definitions import defs
+
+    days = bronze_days(settings.lake_root) or [datetime.now(UTC).date()]  # none yet: empty
+    first, last = first or days[0], last or days[-1]  # tables, so every mart exists
+    if first > last:
+        raise ChatlakeError(f"--from {first} is after --to {last}")
+    job = defs().resolve_job_def("lakehouse")
+    started = time.perf_counter()
+    with DagsterInstance.get() as instance, _stdout_to_stderr():
+        result = job.execute_in_process(
+            instance=instance,
+            tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
+            raise_on_error=False,
+        )
+    materialized = sorted(
+        {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+         if e.asset_key is not None}
+    )  # fmt: skip
+    checks = {
+        f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:"
+        f"{e.asset_check_evaluation_data.check_name}": e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    return {
+        "success": result.success,
+        "run_id": result.run_id,
+        "days": [first.isoformat(), last.isoformat()],
+        "seconds": round(time.perf_counter() - started, 2),
+        "materialized": materialized,
+        "checks_passed": sum(checks.values()),
+        "checks_failed": sorted(name for name, passed in checks.items() if not passed),
+        "warehouse": str(settings.warehouse),
+    }
