@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from lake.readers import scan
 from lake.schemas import MESSAGES_TABLE
@@ -77,3 +78,60 @@ def test_up_serves_the_demo_tenant_and_stops_cleanly(tmp_path):
     assert report["postgres"]["running"] is False
     assert report["redis"]["running"] is False
     assert proc.returncode == 0
+
+
+def test_up_runs_the_dagster_code_location(tmp_path):
+    port, dagster_port = _free_port(), _free_port()
+    env = {**os.environ, "CHATLAKE_HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [CHATLAKE, "up", "--port", str(port), "--dagster-port", str(dagster_port),
+         "--no-dashboards"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        output = "".join(lines)
+        assert f"Dagster        http://127.0.0.1:{dagster_port}" in output, output
+        repository = '{repositoryLocationName: "pipelines", repositoryName: "__repository__"}'
+        query = (
+            "{ assetNodes { assetKey { path } } "
+            f"sensorsOrError(repositorySelector: {repository}) "
+            "{ ... on Sensors { results { name sensorState { status } } } } }"
+        )
+        answer = httpx.post(
+            f"http://127.0.0.1:{dagster_port}/graphql", json={"query": query}, timeout=60
+        ).json()["data"]
+        assets = {"/".join(node["assetKey"]["path"]) for node in answer["assetNodes"]}
+        assert {"bronze/messages", "silver/turns", "fct_tenant_daily"} <= assets
+        sensors = {
+            s["name"]: s["sensorState"]["status"] for s in answer["sensorsOrError"]["results"]
+        }
+        assert sensors == {"bronze_landed": "RUNNING"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=90)
+    assert proc.returncode == 0
+    with pytest.raises(httpx.HTTPError):  # the webserver stopped with `up`
+        httpx.get(f"http://127.0.0.1:{dagster_port}/server_info", timeout=2)
+    assert _processes_with_env("DAGSTER_HOME", str(tmp_path / "dagster")) == []  # daemon too
+
+
+def _processes_with_env(name: str, value: str) -> list[int]:
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(name) == value:
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found

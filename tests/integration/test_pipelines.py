@@ -1,0 +1,64 @@
+"""The code location's automation: the sensor that notices new bronze days, and the
+maintenance and retention jobs, run against real Delta tables."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import dagster as dg
+import numpy as np
+import pytest
+from deltalake import DeltaTable
+
+from bench.pipeline import generate_day, write_bronze
+from lake.silver import build_silver
+from pipelines.common import LakeResource
+from pipelines.defs.automation import bronze_landed, lake_maintenance, lake_retention
+
+
+@pytest.fixture
+def lake(tmp_path):
+    return LakeResource(root=str(tmp_path / "lake"), home=str(tmp_path))
+
+
+def test_the_sensor_requests_a_run_for_each_day_that_got_data(lake, monkeypatch):
+    monkeypatch.setattr("pipelines.defs.automation.lake_resource", lambda: lake)
+    today = datetime.now(UTC).date()
+    rng = np.random.default_rng(3)
+    first = dg.build_sensor_context(cursor="0")
+    assert bronze_landed(first).run_requests == []  # no lake yet: nothing to do
+
+    write_bronze(lake.root, *generate_day(today - timedelta(days=3), 60, [str(uuid4())], rng))
+    write_bronze(lake.root, *generate_day(today - timedelta(days=1), 60, [str(uuid4())], rng))
+    result = bronze_landed(dg.build_sensor_context(cursor="0"))
+    assert [r.partition_key for r in result.run_requests] == [
+        (today - timedelta(days=3)).isoformat(), (today - timedelta(days=1)).isoformat()
+    ]  # fmt: skip
+    assert bronze_landed(dg.build_sensor_context(cursor=result.cursor)).run_requests == []
+
+    time.sleep(0.01)
+    write_bronze(lake.root, *generate_day(today, 60, [str(uuid4())], rng))
+    later = bronze_landed(dg.build_sensor_context(cursor=result.cursor))
+    assert [r.partition_key for r in later.run_requests] == [today.isoformat()]
+
+
+def test_maintenance_and_retention_jobs(lake):
+    today = datetime.now(UTC).date()
+    rng = np.random.default_rng(5)
+    old, recent = today - timedelta(days=500), today - timedelta(days=2)
+    tenant = str(uuid4())
+    for day in (old, recent):
+        for _ in range(3):  # several small commits to one partition, as ingest makes them
+            write_bronze(lake.root, *generate_day(day, 40, [tenant], rng))
+    build_silver(lake.root, old, recent, "key")
+    files = len(DeltaTable(f"{lake.root}/bronze/messages").file_uris())
+
+    assert lake_maintenance.execute_in_process(resources={"lake": lake}).success
+    assert len(DeltaTable(f"{lake.root}/bronze/messages").file_uris()) < files  # compacted
+
+    assert lake_retention.execute_in_process(resources={"lake": lake}).success  # 400 days
+    for name in ("bronze/messages", "bronze/conversation_events", "silver/turns"):
+        days = set(DeltaTable(f"{lake.root}/{name}").to_pyarrow_table()["date"].to_pylist())
+        assert days == {recent}, name
