@@ -29,6 +29,7 @@ services_app = typer.Typer(help="The embedded PostgreSQL and Redis.", no_args_is
 tenants_app = typer.Typer(help="Tenants (platform admin).", no_args_is_help=True)
 keys_app = typer.Typer(help="A tenant's API keys.", no_args_is_help=True)
 lake_app = typer.Typer(help="The Delta lake.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
 pipeline_app = typer.Typer(help="The Dagster lakehouse (pipelines/).", no_args_is_help=True)
 secrets_app = typer.Typer(
     help="Secrets stored encrypted (provider credentials).", no_args_is_help=True
@@ -40,6 +41,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(lake_app, name="lake")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
 
 
@@ -197,6 +199,39 @@ def _day(value: str | None, option: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise ChatlakeError(f"{option} takes a day like 2026-11-26, not {value!r}") from None
+
+
+@app.command()
+def erase(
+    tenant: Annotated[str, typer.Option(help="Tenant id")],
+    user: Annotated[str, typer.Option(help="The data subject: user_id as the tenant knows it")],
+) -> None:
+    """Erase one user from every store, verify, and print the certificate (also stored
+    with the request and recorded in the audit log)."""
+    from compliance.requests import run_erasure
+
+    certificate = run_erasure(get_settings(), _tenant_id(tenant), user, actor="cli")
+    emit(certificate)
+    if not certificate["verification"]["passed"]:
+        raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's chain")] = None,
+) -> None:
+    """Recompute the audit log's hash chains; exit 1 if any row was edited or removed.
+    Keep the printed heads elsewhere: they anchor the chains."""
+    from chatlake.audit import verify
+    from chatlake.db import owner_connection
+    from chatlake.embedded import Services
+
+    tenant_id = _tenant_id(tenant) if tenant else None
+    with owner_connection(Services(get_settings()).endpoints().database_url) as conn:
+        report = verify(conn, tenant_id)
+    emit(report)
+    if not report["ok"]:
+        raise typer.Exit(1)
 
 
 @pipeline_app.command("run")

@@ -118,7 +118,9 @@ def test_up_runs_the_dagster_code_location(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=90)
-    assert proc.returncode == 0
+    rest = proc.stdout.read()
+    logs = {p.name: p.read_text()[-1500:] for p in (tmp_path / "run").glob("*.log")}
+    assert proc.returncode == 0, (rest, logs)  # a child that died says so here
     with pytest.raises(httpx.HTTPError):  # the webserver stopped with `up`
         httpx.get(f"http://127.0.0.1:{dagster_port}/server_info", timeout=2)
     assert _processes_with_env("DAGSTER_HOME", str(tmp_path / "dagster")) == []  # daemon too

@@ -1,0 +1,309 @@
+"""Erasure of one data subject (a tenant's `user_id`) from every store, with proof.
+
+Steps, each idempotent so that an interrupted erasure resumes to the same end:
+1. Redis: the subject's conversations (state and recent messages), their index, the
+   entries of the tenant's event stream that are about them and not yet in the lake, and
+   the tenant's LLM response cache (prompts are keyed by hash, so the subject's cannot be
+   told apart); then the append-only file is rewritten from memory, so the AOF on disk no
+   longer holds them (snapshots are off in the embedded Redis).
+2. The lake: bronze by `user_id` and silver by `user_key` (lake/erasure.py: DELETE, the
+   tenant-scoped vacuum, log clean-up).
+3. The warehouse: the days that held the subject are rebuilt from the erased silver (the
+   marts' incremental models replace exactly those days), then the DuckDB file is
+   rewritten into a fresh file, so no freed block keeps an old row.
+4. Verification: every store is searched again for the subject's identifiers (user id,
+   pseudonym, conversation ids): Redis keys, stream and AOF; every live data file of the
+   tenant's partitions and every log file of every lake table; readable table versions;
+   the warehouse's marts; and every other file under `$CHATLAKE_HOME` (logs, run data),
+   PostgreSQL's own directory excepted (see the certificate's note).
+5. The certificate (JSON) is stored with the request and recorded in the audit log.
+
+PostgreSQL holds nothing about end users today (conversations live in Redis and the lake);
+the erasure request itself keeps only a digest of the subject, never the id.
+
+A message that arrives for the subject while the erasure runs is refused with 409
+`erasure_in_progress` (see realtime/api/routes/messages.py); other users are not affected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from redis import Redis
+
+from chatlake.keyspace import TenantKeyspace
+from chatlake.settings import Settings
+from compliance.pii import pseudonymize, tenant_pseudonym_key
+from lake.erasure import SUBJECT_COLUMNS, erase_from_table, log_mentions, versions_holding
+from lake.writer import open_table, table_uri
+
+ERASING_SECONDS = 3600  # the in-progress mark outlives a crashed erasure by at most this
+
+
+def subject_digest(tenant_id: str, user_id: str) -> str:
+    """How requests and certificates name the subject: never the id itself."""
+    return hashlib.sha256(f"{tenant_id}\x1f{user_id}".encode()).hexdigest()
+
+
+def erasing_key(tenant_id: str, user_id: str) -> str:
+    """Set while the subject's erasure runs: the API refuses their messages meanwhile."""
+    return f"{TenantKeyspace(tenant_id).prefix}:erasing:{subject_digest(tenant_id, user_id)}"
+
+
+def _conversation_ids_in_lake(lake_root: str, tenant_id: str, user_id: str) -> set[str]:
+    table = open_table(table_uri(lake_root, "bronze/messages"))
+    if table is None:
+        return set()
+    rows = table.to_pyarrow_dataset().to_table(columns=["tenant_id", "user_id", "conversation_id"])
+    return {
+        c for t, u, c in zip(rows["tenant_id"].cast(pa.string()).to_pylist(),
+                             rows["user_id"].cast(pa.string()).to_pylist(),
+                             rows["conversation_id"].cast(pa.string()).to_pylist(), strict=True)
+        if t == tenant_id and u == user_id
+    }  # fmt: skip
+
+
+def _strings(values: Any) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _subject_entries(redis: Redis, stream: str, user_id: str) -> list[Any]:
+    """The ids of the stream's entries about the subject (not yet trimmed by ingest)."""
+    entries: Any = redis.xrange(stream)
+    return [
+        entry_id
+        for entry_id, fields in entries
+        if fields and orjson.loads(fields[b"event"]).get("user_id") == user_id
+    ]
+
+
+def erase_redis(redis: Redis, tenant_id: str, user_id: str) -> dict[str, Any]:
+    keys = TenantKeyspace(tenant_id)
+    index = keys.user_conversations(user_id)
+    conversations = _strings(redis.zrange(index, 0, -1))
+    doomed = [index]
+    for conversation in conversations:
+        doomed += [keys.conversation(conversation), keys.messages(conversation)]
+    deleted_keys = int(redis.delete(*doomed))
+    stream_entries = _subject_entries(redis, keys.events, user_id)
+    if stream_entries:
+        redis.xdel(keys.events, *stream_entries)
+    cache = list(redis.scan_iter(match=f"{keys.prefix}:llmcache:*", count=1000))
+    if cache:
+        redis.delete(*cache)
+    _rewrite_aof(redis)
+    return {
+        "conversations": len(conversations),
+        "keys_deleted": deleted_keys,
+        "stream_entries_deleted": len(stream_entries),
+        "cache_entries_deleted": len(cache),
+        "append_only_file": "rewritten",
+    }
+
+
+def _rewrite_aof(redis: Redis, timeout_s: float = 120.0) -> None:
+    """BGREWRITEAOF, waiting for it (and for one already running) to finish."""
+    deadline = time.monotonic() + timeout_s
+    while redis.info("persistence")["aof_rewrite_in_progress"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError("an append-only file rewrite did not finish")
+        time.sleep(0.05)
+    started = redis.info("persistence").get("aof_last_rewrite_time_sec")
+    redis.bgrewriteaof()
+    while True:
+        info = redis.info("persistence")
+        if not info["aof_rewrite_in_progress"] and not info.get("aof_rewrite_scheduled"):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError("the append-only file rewrite did not finish")
+        time.sleep(0.05)
+    if info.get("aof_last_bgrewrite_status") != "ok":
+        raise RuntimeError(f"the append-only file rewrite failed (before: {started})")
+
+
+def erase_lake(
+    lake_root: str, tenant_id: str, user_id: str, pseudonym: str, request_id: str
+) -> list[dict[str, Any]]:
+    """Every lake table that holds the subject; per table what was removed."""
+    subjects = {name: user_id if col == "user_id" else pseudonym
+                for name, col in SUBJECT_COLUMNS.items()}  # fmt: skip
+    return [
+        erase_from_table(lake_root, name, tenant_id, subjects[name], request_id)
+        for name in SUBJECT_COLUMNS
+    ]
+
+
+def rebuild_warehouse(settings: Settings, days: list[str], pseudonym: str) -> dict[str, Any]:
+    """The subject's rows out of the per-row marts, the aggregates of the days that held
+    them rebuilt, then a fresh copy of the DuckDB file."""
+    import duckdb
+
+    from pipelines.run import run_pipeline
+
+    result: dict[str, Any] = {"days": days, "rows_deleted": {}}
+    if settings.warehouse.exists():
+        with duckdb.connect(str(settings.warehouse)) as connection:
+            tables = {r[0] for r in connection.execute("show tables").fetchall()}
+            for table in ("fct_messages", "fct_conversations"):
+                if table in tables:
+                    deleted = connection.execute(
+                        f"delete from {table} where user_key = ?", [pseudonym]
+                    ).fetchall()
+                    result["rows_deleted"][table] = int(deleted[0][0]) if deleted else 0
+    if days:
+        from datetime import date
+
+        run = run_pipeline(settings, date.fromisoformat(days[0]), date.fromisoformat(days[-1]))
+        result["pipeline_run"] = {"run_id": run["run_id"], "success": run["success"],
+                                  "checks_failed": run["checks_failed"]}  # fmt: skip
+        if not run["success"]:
+            raise RuntimeError(f"rebuilding the marts failed: {run['checks_failed']}")
+    warehouse = settings.warehouse
+    if warehouse.exists():
+        fresh = warehouse.with_suffix(".erasure.duckdb")
+        fresh.unlink(missing_ok=True)
+        with duckdb.connect(str(warehouse)) as connection:
+            connection.execute(f"attach '{fresh}' as fresh")
+            connection.execute(f"copy from database {warehouse.stem} to fresh")
+            connection.execute("detach fresh")
+        fresh.replace(warehouse)  # atomic: readers see the old file or the new one
+        warehouse.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+        result["file"] = "rewritten"
+    return result
+
+
+def _file_mentions(path: Path, needles: list[bytes]) -> bool:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return any(needle in data for needle in needles)
+
+
+def verify(
+    settings: Settings,
+    redis: Redis,
+    tenant_id: str,
+    user_id: str,
+    pseudonym: str,
+    conversations: set[str],
+) -> dict[str, Any]:
+    """Search every store for the subject again; `passed` only if nothing is found."""
+    keys = TenantKeyspace(tenant_id)
+    # What identifies this subject in this tenant only (the same user id may belong to
+    # someone else in another tenant): the pseudonym, the conversation ids, the index key.
+    markers = [pseudonym, *conversations, keys.user_conversations(user_id)]
+    needles = [m.encode() for m in markers]
+    found: list[str] = []
+    for key in redis.scan_iter(match=f"{keys.prefix}:*", count=1000):
+        name = key.decode()
+        if any(marker in name for marker in markers):
+            found.append(f"redis key {name}")
+    if _subject_entries(redis, keys.events, user_id):
+        found.append("redis stream entries")
+    redis_dir = Path(str(redis.config_get("dir")["dir"]))
+    for path in redis_dir.iterdir():
+        if path.suffix in (".aof", ".rdb") and _file_mentions(path, needles):
+            found.append(f"redis file {path.name}")
+    lake = Path(settings.lake_root)
+    for name, column in SUBJECT_COLUMNS.items():
+        subject = user_id if column == "user_id" else pseudonym
+        for version in versions_holding(settings.lake_root, name, tenant_id, subject):
+            found.append(f"lake {name} version {version}")
+        partition = lake / name / f"tenant_id={tenant_id}"
+        for path in partition.rglob("*.parquet") if partition.exists() else []:
+            values = pq.read_table(path, columns=[column])[column].to_pylist()
+            if subject in values:
+                found.append(f"lake file {path.relative_to(lake)}")
+        for log in log_mentions(settings.lake_root, name, tenant_id, [subject, *markers]):
+            found.append(f"lake log {name}/_delta_log/{log}")
+    warehouse_rows = _warehouse_rows(settings, pseudonym)
+    if warehouse_rows:
+        found.append(f"warehouse rows: {warehouse_rows}")
+    skip = {settings.home / "postgres", settings.home / "redis", lake, settings.warehouse}
+    for path in settings.home.rglob("*"):
+        if path.is_file() and not any(p == path or p in path.parents for p in skip):
+            if _file_mentions(path, needles):
+                found.append(f"file {path.relative_to(settings.home)}")
+    return {"passed": not found, "found": found, "searched_for": len(markers) + 1}
+
+
+def _warehouse_rows(settings: Settings, pseudonym: str) -> dict[str, int]:
+    import duckdb
+
+    if not settings.warehouse.exists():
+        return {}
+    counts = {}
+    with duckdb.connect(str(settings.warehouse), read_only=True) as connection:
+        tables = {r[0] for r in connection.execute("show tables").fetchall()}
+        for table in ("fct_messages", "fct_conversations"):
+            if table in tables:
+                query = f"select count(*) from {table} where user_key = ?"
+                count = connection.execute(query, [pseudonym]).fetchall()[0][0]
+                if count:
+                    counts[table] = int(count)
+    return counts
+
+
+def erase(
+    settings: Settings,
+    redis: Redis,
+    tenant_id: str,
+    user_id: str,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Run every step and return the certificate (the caller stores and audits it)."""
+    request_id = request_id or uuid.uuid4().hex
+    started = datetime.now(UTC)
+    mark = erasing_key(tenant_id, user_id)
+    redis.set(mark, request_id, ex=ERASING_SECONDS)
+    try:
+        pseudonym = pseudonymize(
+            user_id, tenant_pseudonym_key(settings.secret("pseudonym_key"), tenant_id)
+        )
+        conversations = _conversation_ids_in_lake(settings.lake_root, tenant_id, user_id)
+        index = TenantKeyspace(tenant_id).user_conversations(user_id)
+        conversations.update(_strings(redis.zrange(index, 0, -1)))
+        days = _subject_days(settings.lake_root, tenant_id, user_id)
+        stores: dict[str, Any] = {"redis": erase_redis(redis, tenant_id, user_id)}
+        stores["lake"] = erase_lake(settings.lake_root, tenant_id, user_id, pseudonym, request_id)
+        stores["warehouse"] = rebuild_warehouse(settings, days, pseudonym)
+        stores["postgresql"] = {
+            "rows_about_the_subject": 0,
+            "note": "PostgreSQL holds no end-user data: conversations live in Redis and "
+            "the lake. Its WAL and dead tuples therefore hold none either.",
+        }
+        verification = verify(settings, redis, tenant_id, user_id, pseudonym, conversations)
+    finally:
+        redis.delete(mark)
+    return {
+        "request_id": request_id,
+        "tenant_id": tenant_id,
+        "subject_digest": subject_digest(tenant_id, user_id),
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "conversations": len(conversations),
+        "stores": stores,
+        "verification": verification,
+    }
+
+
+def _subject_days(lake_root: str, tenant_id: str, user_id: str) -> list[str]:
+    table = open_table(table_uri(lake_root, "bronze/messages"))
+    if table is None:
+        return []
+    rows = table.to_pyarrow_dataset().to_table(columns=["tenant_id", "user_id", "date"])
+    return sorted({
+        str(d) for t, u, d in zip(rows["tenant_id"].cast(pa.string()).to_pylist(),
+                                  rows["user_id"].cast(pa.string()).to_pylist(),
+                                  rows["date"].to_pylist(), strict=True)
+        if t == tenant_id and u == user_id
+    })  # fmt: skip

@@ -1,0 +1,220 @@
+"""Erasing one data subject from the lake, so that no file and no readable table version
+still holds them.
+
+For each table that holds the subject (bronze by `user_id`, silver by `user_key`), in the
+tenant's partitions only:
+1. a Delta DELETE rewrites the files that held the subject's rows without them (a commit
+   of its own; other users' rows are carried over unchanged);
+2. every data file of the tenant's partitions that the latest version does not reference
+   is deleted from storage (what the DELETE removed, and compaction leftovers kept for time
+   travel, which hold the subject too), except a file that no logged commit ever removed
+   and that is younger than five minutes: that may be a concurrent writer's file awaiting
+   its commit. A tenant-scoped vacuum; every older version becomes unreadable;
+3. a checkpoint is written and the log entries before it are deleted, with the older
+   checkpoints: their add actions carried column statistics (min/max values) of the
+   removed files, which can hold the subject's id or text in the clear.
+
+Every step is idempotent: run again, a DELETE finds nothing, and the clean-up of files and
+log entries finds only what is still there, so an interrupted erasure resumes to the same
+end. The report lists per table the versions, rows and files involved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable
+
+from lake.writer import open_table, table_uri
+
+# table -> the column that identifies the subject in it
+SUBJECT_COLUMNS = {
+    "bronze/messages": "user_id",
+    "bronze/conversation_events": "user_id",
+    "silver/turns": "user_key",
+    "silver/conversation_events": "user_key",
+}
+IN_FLIGHT_SECONDS = 300  # an unreferenced file younger than this may be a writer's
+_LOG_FILE = re.compile(r"^(\d{20})\.(json|checkpoint\.parquet|checkpoint\.\d+\.\d+\.parquet)$")
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def subject_predicate(tenant_id: str, column: str, subject: str, salt: str) -> str:
+    """The DELETE predicate. It is recorded in the commit, which stays in the log, so it
+    names the subject only by a salted hash (the salt is the request id)."""
+    digest = hashlib.sha256((subject + salt).encode()).hexdigest()
+    return (
+        f"tenant_id = {_quoted(tenant_id)} AND "
+        f"encode(sha256(concat({column}, {_quoted(salt)})), 'hex') = '{digest}'"
+    )
+
+
+def _removed_in_log(root: Path) -> set[Path]:
+    """Data files that a commit still in the log removed from the table (a DELETE, this
+    run's or an interrupted run's; a compaction, whose old files linger for time travel).
+    A concurrent writer's file awaiting its commit was never in the log, so is not here."""
+    removed: set[Path] = set()
+    for log in sorted((root / "_delta_log").glob("*.json")):
+        for line in log.read_text().splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "remove" in action:
+                removed.add(root / unquote(action["remove"]["path"]))
+    return removed
+
+
+def _local_root(uri: str) -> Path:
+    if "://" in uri and not uri.startswith("file://"):
+        raise NotImplementedError(
+            "erasure deletes files directly; object storage needs the same steps through "
+            "its own client (see the README's scale-out path)"
+        )
+    return Path(uri.removeprefix("file://"))
+
+
+def unreferenced_files(table: DeltaTable, tenant_id: str) -> list[Path]:
+    """Data files in the tenant's partitions that the latest version does not reference."""
+    root = _local_root(table.table_uri)
+    live = {Path(unquote(uri.removeprefix("file://"))) for uri in table.file_uris()}
+    partition = root / f"tenant_id={tenant_id}"
+    if not partition.exists():
+        return []
+    return sorted(p for p in partition.rglob("*.parquet") if p not in live)
+
+
+def _clean_log(table: DeltaTable) -> list[str]:
+    """Checkpoint at the latest version and delete every log file before it."""
+    table.create_checkpoint()
+    version = table.version()
+    log_dir = _local_root(table.table_uri) / "_delta_log"
+    deleted = []
+    for path in sorted(log_dir.iterdir()):
+        match = _LOG_FILE.match(path.name)
+        if match is None:
+            continue
+        if int(match.group(1)) < version:  # later commits (a concurrent writer's) stay
+            path.unlink(missing_ok=True)
+            deleted.append(path.name)
+    return deleted
+
+
+def erase_from_table(
+    lake_root: str, name: str, tenant_id: str, subject: str, request_id: str
+) -> dict[str, Any]:
+    """Remove every row of `subject` (the table's subject column) in `tenant_id`."""
+    uri = table_uri(lake_root, name)
+    table = open_table(uri)
+    if table is None:
+        return {"table": name, "exists": False}
+    column = SUBJECT_COLUMNS[name]
+    before = table.version()
+    metrics = table.delete(
+        subject_predicate(tenant_id, column, subject, request_id),
+        commit_properties=CommitProperties(custom_metadata={"erasure_request": request_id}),
+    )
+    deleted_rows = int(metrics.get("num_deleted_rows", 0))
+    root = _local_root(uri)
+    removed = _removed_in_log(root)
+    deleted_files = []
+    for path in unreferenced_files(table, tenant_id):
+        # Ours to delete: what a logged commit removed, and anything unreferenced that is
+        # old enough not to be a concurrent writer's file awaiting its commit.
+        if path in removed or path.stat().st_mtime < time.time() - IN_FLIGHT_SECONDS:
+            path.unlink(missing_ok=True)
+            deleted_files.append(str(path.relative_to(root)))
+    log_files = _clean_log(table)
+    return {
+        "table": name,
+        "exists": True,
+        "version_before": before,
+        "version_after": table.version(),
+        "rows_deleted": deleted_rows,
+        "data_files_deleted": deleted_files,
+        "log_files_deleted": len(log_files),
+    }
+
+
+def subject_remains(lake_root: str, name: str, tenant_id: str, subject: str) -> int:
+    """Rows of `subject` still readable in the table's latest version (0 after erasure)."""
+    table = open_table(table_uri(lake_root, name))
+    if table is None:
+        return 0
+    column = SUBJECT_COLUMNS[name]
+    rows = table.to_pyarrow_dataset().to_table(columns=["tenant_id", column])
+    tenants = rows["tenant_id"].cast(pa.string()).to_pylist()
+    subjects = rows[column].cast(pa.string()).to_pylist()
+    return sum(1 for t, s in zip(tenants, subjects, strict=True) if t == tenant_id and s == subject)
+
+
+def versions_holding(lake_root: str, name: str, tenant_id: str, subject: str) -> list[int]:
+    """The readable table versions in which the subject still has rows (after erasure:
+    none; versions written after it may stay readable, they never held the subject)."""
+    holding = []
+    column = SUBJECT_COLUMNS[name]
+    for version in readable_versions(lake_root, name):
+        old = DeltaTable(table_uri(lake_root, name), version=version)
+        rows = old.to_pyarrow_dataset().to_table(columns=["tenant_id", column])
+        tenants = rows["tenant_id"].cast(pa.string()).to_pylist()
+        subjects = rows[column].cast(pa.string()).to_pylist()
+        if any(t == tenant_id and s == subject for t, s in zip(tenants, subjects, strict=True)):
+            holding.append(version)
+    return holding
+
+
+def log_mentions(lake_root: str, name: str, tenant_id: str, needles: list[str]) -> list[str]:
+    """Log files whose entries about the tenant's partitions (file actions with their
+    column statistics) or whose commit records mention any needle."""
+    import pyarrow.parquet as pq
+
+    log_dir = _local_root(table_uri(lake_root, name)) / "_delta_log"
+    found = []
+    for path in sorted(log_dir.glob("*")) if log_dir.exists() else []:
+        if path.suffix == ".json":
+            actions = [json.loads(line) for line in path.read_text().splitlines() if line]
+        elif path.name.endswith(".parquet"):
+            actions = [
+                {k: v for k, v in row.items() if v is not None}
+                for row in pq.read_table(path).to_pylist()
+            ]
+        else:
+            continue
+        for action in actions:
+            for kind, body in action.items():
+                if not isinstance(body, dict):
+                    continue
+                values = body.get("partitionValues") or {}
+                if isinstance(values, list):  # a checkpoint's map column: (key, value) pairs
+                    values = dict(values)
+                partition = values.get("tenant_id")
+                if kind in ("add", "remove", "cdc") and partition not in (None, tenant_id):
+                    continue  # another tenant's file: its statistics are not about ours
+                text = json.dumps(body, default=str)
+                if any(needle in text for needle in needles):
+                    found.append(path.name)
+                    break
+    return sorted(set(found))
+
+
+def readable_versions(lake_root: str, name: str) -> list[int]:
+    """The table versions that can still be loaded (after erasure: only the latest)."""
+    table = open_table(table_uri(lake_root, name))
+    if table is None:
+        return []
+    readable = []
+    for version in range(table.version() + 1):
+        try:
+            old = DeltaTable(table.table_uri, version=version)
+            old.to_pyarrow_dataset().count_rows()
+        except Exception:
+            continue
+        readable.append(version)
+    return readable

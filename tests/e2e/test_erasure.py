@@ -1,0 +1,123 @@
+"""Erasure of one user, end to end: seeded through the real API, ingest and pipelines,
+erased with `chatlake erase`, then proven gone from every store while every other user's
+data (the same user id in another tenant included) is intact, row for row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from uuid import uuid4
+
+import psycopg
+import pyarrow.parquet as pq
+import redis as redis_lib
+from deltalake import DeltaTable
+
+from chatlake.keyspace import TenantKeyspace
+from compliance.pii import pseudonymize, tenant_pseudonym_key
+from lake.erasure import SUBJECT_COLUMNS, versions_holding
+from pipelines.run import run_pipeline
+from tests.e2e.test_cli import run
+from tests.integration.test_ingest import run_ingest
+from tests.utils.factories import create_tenant
+
+SECRET = "zebra-4471-marmalade"  # only the subject ever writes this
+
+
+def converse(client, tenant, user, texts):
+    conversation = None
+    for text in texts:
+        body = {"user_id": user, "text": text} | (
+            {"conversation_id": conversation} if conversation else {}
+        )
+        response = client.post("/v1/messages", json=body, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        conversation = response.json()["conversation_id"]
+    return conversation
+
+
+def bronze_rows(settings) -> set[tuple[str, str, str]]:
+    table = DeltaTable(f"{settings.lake_root}/bronze/messages").to_pyarrow_table()
+    return set(zip(table["event_id"].to_pylist(), table["tenant_id"].to_pylist(),
+                   table["user_id"].to_pylist(), strict=True))  # fmt: skip
+
+
+def pseudonym(settings, tenant_id: str, user_id: str) -> str:
+    return pseudonymize(user_id, tenant_pseudonym_key(settings.secret("pseudonym_key"), tenant_id))
+
+
+def files_with(home: Path, needle: str) -> list[str]:
+    """Every file under the home that holds `needle`: parquet files read as tables (their
+    pages are compressed), everything else as bytes; PostgreSQL's directory excepted."""
+    found = []
+    for path in home.rglob("*"):
+        if not path.is_file() or "postgres" in path.relative_to(home).parts[:1]:
+            continue
+        if path.suffix == ".parquet":
+            try:
+                text = str(pq.read_table(path).to_pylist())
+            except Exception:
+                text = path.read_bytes().decode("latin-1")
+        else:
+            text = path.read_bytes().decode("latin-1")
+        if needle in text:
+            found.append(str(path.relative_to(home)))
+    return found
+
+
+def test_a_user_is_erased_everywhere_and_nobody_else_is_touched(
+    client, admin_headers, settings, home, endpoints
+):
+    subject = f"ana-{uuid4().hex[:8]}@example.com"
+    tenant, other_tenant = (create_tenant(client, admin_headers, name=n) for n in ("era", "erb"))
+    converse(client, tenant, subject, ["hello", f"my phrase is {SECRET}", "talk to a human"])
+    converse(client, tenant, "ben", ["hello", "where is my order?"])
+    converse(client, other_tenant, subject, ["hello", "same id, other tenant"])
+    assert run_ingest(home, f"era-{uuid4().hex[:6]}").returncode == 0
+    assert run_pipeline(settings)["success"]
+    late = converse(client, tenant, subject, [f"again {SECRET}"])  # still in the stream
+    kept = {r for r in bronze_rows(settings) if not (r[1] == tenant.tenant_id and r[2] == subject)}
+    assert files_with(Path(home), SECRET)  # before: in the lake, the warehouse, Redis
+
+    result = run("erase", "--tenant", tenant.tenant_id, "--user", subject, home=home, check=False)
+    assert result.stdout, result.stderr[-3000:]
+    certificate = json.loads(result.stdout)
+    assert certificate["verification"]["passed"], certificate["verification"]
+    assert subject not in result.stdout  # the certificate names a digest, not the subject
+    lake = {t["table"]: t for t in certificate["stores"]["lake"]}
+    assert lake["bronze/messages"]["rows_deleted"] >= 6
+    assert lake["silver/turns"]["rows_deleted"] == lake["bronze/messages"]["rows_deleted"]
+    assert certificate["stores"]["redis"]["stream_entries_deleted"] >= 2  # the late turn
+    assert certificate["stores"]["redis"]["conversations"] == 2
+
+    # Gone: from every file under the home, older table versions, Redis, the warehouse.
+    assert files_with(Path(home), SECRET) == []
+    for name, column in SUBJECT_COLUMNS.items():  # no readable version holds the subject
+        who = subject if column == "user_id" else pseudonym(settings, tenant.tenant_id, subject)
+        assert versions_holding(settings.lake_root, name, tenant.tenant_id, who) == [], name
+    keys = TenantKeyspace(tenant.tenant_id)
+    r = redis_lib.Redis.from_url(endpoints.redis_url)
+    assert not r.exists(keys.conversation(late), keys.user_conversations(subject))
+    # Everyone else, row for row: the same user id in the other tenant included.
+    assert run_ingest(home, f"era-{uuid4().hex[:6]}").returncode == 0
+    assert kept <= bronze_rows(settings)
+    assert not {r for r in bronze_rows(settings) if r[1] == tenant.tenant_id and r[2] == subject}
+    assert {r for r in kept if r[1] == other_tenant.tenant_id and r[2] == subject}
+
+    with psycopg.connect(endpoints.database_url) as owner:
+        status, stored = owner.execute(
+            "select status, certificate from erasure_requests where request_id = %s",
+            (certificate["request_id"],),
+        ).fetchone()
+        actions = [a for (a,) in owner.execute(
+            "select action from audit_log where target = %s order by audit_id",
+            (certificate["request_id"],),
+        )]  # fmt: skip
+    assert status == "completed" and stored["subject_digest"] == certificate["subject_digest"]
+    assert actions == ["compliance.erasure.requested", "compliance.erasure.completed"]
+    assert json.loads(run("audit", "verify", "--tenant", tenant.tenant_id, home=home).stdout)["ok"]
+
+    again = json.loads(run("erase", "--tenant", tenant.tenant_id, "--user", subject,
+                           home=home).stdout)  # fmt: skip
+    assert again["verification"]["passed"]
+    assert all(t["rows_deleted"] == 0 for t in again["stores"]["lake"])
