@@ -205,12 +205,16 @@ def _day(value: str | None, option: str) -> date | None:
 def erase(
     tenant: Annotated[str, typer.Option(help="Tenant id")],
     user: Annotated[str, typer.Option(help="The data subject: user_id as the tenant knows it")],
+    request_id: Annotated[
+        str | None, typer.Option(help="Carry out this recorded request (the API's)")
+    ] = None,
+    actor: Annotated[str, typer.Option(help="Who asked, for the audit log")] = "cli",
 ) -> None:
     """Erase one user from every store, verify, and print the certificate (also stored
     with the request and recorded in the audit log)."""
     from compliance.requests import run_erasure
 
-    certificate = run_erasure(get_settings(), _tenant_id(tenant), user, actor="cli")
+    certificate = run_erasure(get_settings(), _tenant_id(tenant), user, actor, request_id)
     emit(certificate)
     if not certificate["verification"]["passed"]:
         raise typer.Exit(1)

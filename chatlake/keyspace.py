@@ -73,6 +73,10 @@ class TenantKeyspace:
         """Hash: a provider tier's circuit breaker (failures, opened_at)."""
         return f"{self.prefix}:breaker:{tier}"
 
+    def erasing(self, subject_digest: str) -> str:
+        """Set while the subject's erasure runs (compliance/erasure.py)."""
+        return f"{self.prefix}:erasing:{subject_digest}"
+
     def llm_cache(self, digest: str) -> str:
         """String: a provider's answer to a prompt, by the prompt's digest."""
         return f"{self.prefix}:llmcache:{digest}"

@@ -27,7 +27,6 @@ A message that arrives for the subject while the erasure runs is refused with 40
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from datetime import UTC, datetime
@@ -41,21 +40,16 @@ from redis import Redis
 
 from chatlake.keyspace import TenantKeyspace
 from chatlake.settings import Settings
-from compliance.pii import pseudonymize, tenant_pseudonym_key
+from compliance.pii import pseudonymize, subject_digest, tenant_pseudonym_key
 from lake.erasure import SUBJECT_COLUMNS, erase_from_table, log_mentions, versions_holding
 from lake.writer import open_table, table_uri
 
 ERASING_SECONDS = 3600  # the in-progress mark outlives a crashed erasure by at most this
 
 
-def subject_digest(tenant_id: str, user_id: str) -> str:
-    """How requests and certificates name the subject: never the id itself."""
-    return hashlib.sha256(f"{tenant_id}\x1f{user_id}".encode()).hexdigest()
-
-
 def erasing_key(tenant_id: str, user_id: str) -> str:
     """Set while the subject's erasure runs: the API refuses their messages meanwhile."""
-    return f"{TenantKeyspace(tenant_id).prefix}:erasing:{subject_digest(tenant_id, user_id)}"
+    return TenantKeyspace(tenant_id).erasing(subject_digest(tenant_id, user_id))
 
 
 def _conversation_ids_in_lake(lake_root: str, tenant_id: str, user_id: str) -> set[str]:

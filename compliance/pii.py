@@ -109,3 +109,8 @@ def tenant_pseudonym_key(pseudonym_key: str, tenant_id: str) -> bytes:
 def pseudonymize(user_id: str, tenant_key: bytes) -> str:
     """A stable, keyed, irreversible stand-in for `user_id` within one tenant."""
     return hmac.new(tenant_key, user_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def subject_digest(tenant_id: str, user_id: str) -> str:
+    """How erasure requests and certificates name a data subject: never the id itself."""
+    return hashlib.sha256(f"{tenant_id}\x1f{user_id}".encode()).hexdigest()

@@ -26,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatlake.apikeys import ParsedKey
 from chatlake.keyspace import TenantKeyspace
+from compliance.pii import subject_digest
 from realtime.engine.context import RECENT_MESSAGES
 
 ADMIT = """
@@ -63,6 +64,8 @@ RECORD = """
 -- ARGV[2..]: the events; the first `messages` of them are messages of the conversation,
 -- the rest (conversation started, ...) go to the event stream only.
 local meta = cjson.decode(ARGV[1])
+-- The user's erasure is running: nothing of theirs may be written meanwhile.
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'erasing'} end
 -- A retried call (the reply of the first was lost) must not append the events twice.
 if redis.call('HGET', KEYS[1], 'last_batch') == meta.batch_id then return {} end
 -- The state this turn was computed from must still be the conversation's: two messages
@@ -90,6 +93,10 @@ redis.call('EXPIRE', KEYS[2], meta.ttl)
 redis.call('EXPIRE', KEYS[3], meta.ttl)
 return ids
 """
+
+
+class SubjectErasing(Exception):
+    """The user's erasure is running: their message is refused, nothing is written."""
 
 
 class StateConflict(Exception):
@@ -179,12 +186,15 @@ class ConversationStore:
             keys.messages(conversation_id),
             keys.user_conversations(user_id),
             keys.events,
+            keys.erasing(subject_digest(tenant_id, user_id)),
         ]
         ids: list[bytes] = await self._call(
             self._record, script_keys, [meta, *events, *(other_events or [])]
         )
         if ids and ids[0] == b"conflict":
             raise StateConflict(conversation_id)
+        if ids and ids[0] == b"erasing":
+            raise SubjectErasing(user_id)
         return ids
 
     async def _call(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
@@ -433,3 +434,16 @@ class ChainOut(BaseModel):
     then: list[str] = Field(
         default=["knowledge", "rules"], description="What always follows the last tier"
     )
+
+
+class ErasureIn(StrictModel):
+    user_id: str = Field(min_length=1, max_length=256, description="The data subject")
+
+
+class ErasureRequestOut(BaseModel):
+    request_id: str
+    status: Literal["running", "completed", "failed"]
+    subject_digest: str = Field(description="SHA-256 of tenant and user id: never the id")
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    certificate: dict[str, Any] | None = None

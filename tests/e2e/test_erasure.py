@@ -121,3 +121,48 @@ def test_a_user_is_erased_everywhere_and_nobody_else_is_touched(
                            home=home).stdout)  # fmt: skip
     assert again["verification"]["passed"]
     assert all(t["rows_deleted"] == 0 for t in again["stores"]["lake"])
+
+
+def test_the_api_accepts_an_erasure_and_reports_its_certificate(
+    client, admin_headers, tenant, other_tenant, home
+):
+    import time
+
+    converse(client, tenant, "to-forget", ["hello", "please forget me"])
+    response = client.post(
+        "/v1/compliance/erasure-requests", json={"user_id": "to-forget"}, headers=tenant.headers
+    )
+    assert response.status_code == 202, response.text
+    request_id = response.json()["request_id"]
+    url = f"/v1/compliance/erasure-requests/{request_id}"
+    assert client.get(url, headers=other_tenant.headers).status_code == 404
+    deadline = time.monotonic() + 300
+    body = client.get(url, headers=tenant.headers).json()
+    while body["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(1)
+        body = client.get(url, headers=tenant.headers).json()
+    assert body["status"] == "completed", body
+    assert body["certificate"]["verification"]["passed"]
+    assert body["certificate"]["request_id"] == request_id
+    assert "to-forget" not in json.dumps(body)
+
+
+def test_messages_of_a_user_under_erasure_are_refused_and_nobody_elses(client, tenant, endpoints):
+    from compliance.erasure import erasing_key
+
+    mark = erasing_key(tenant.tenant_id, "under-erasure")
+    r = redis_lib.Redis.from_url(endpoints.redis_url)
+    r.set(mark, "req", ex=60)
+    try:
+        refused = client.post("/v1/messages", json={"user_id": "under-erasure", "text": "hi"},
+                              headers=tenant.headers)  # fmt: skip
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "erasure_in_progress"
+        other = client.post("/v1/messages", json={"user_id": "someone-else", "text": "hi"},
+                            headers=tenant.headers)  # fmt: skip
+        assert other.status_code == 200
+    finally:
+        r.delete(mark)
+    again = client.post("/v1/messages", json={"user_id": "under-erasure", "text": "hi"},
+                        headers=tenant.headers)  # fmt: skip
+    assert again.status_code == 200

@@ -18,7 +18,7 @@ from realtime.engine.conversation import answer
 from realtime.events import conversation_event, encode, message_event, new_event_id
 from realtime.observability import EVENTS_APPENDED, message_series
 from realtime.platform import Platform
-from realtime.state import Admission, StateConflict
+from realtime.state import Admission, StateConflict, SubjectErasing
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 TURN_ATTEMPTS = 5
@@ -59,6 +59,11 @@ async def post_message(request: Request) -> Response:
             )
         try:
             result = await _turn(platform, key.tenant_id, body, admission, conversation_id, started)
+        except SubjectErasing:
+            raise ApiError(
+                409, "this user's data is being erased; send the message again when the "
+                "erasure has finished", code="erasure_in_progress",
+            ) from None  # fmt: skip
         except StateConflict:
             # Another message of this conversation won the race: redo the turn on its state
             # (the rate limit already counted this message).
