@@ -220,6 +220,40 @@ def erase(
         raise typer.Exit(1)
 
 
+@app.command()
+def export(
+    tenant: Annotated[str, typer.Option(help="Tenant id")],
+    user: Annotated[str, typer.Option(help="The data subject: user_id as the tenant knows it")],
+    out: Annotated[str, typer.Option(help="Where to write the bundle (.zip)")],
+) -> None:
+    """Everything held about one user, from every store: subject.json plus Parquet files,
+    in one zip (GDPR articles 15 and 20)."""
+    from pathlib import Path
+
+    from chatlake.db import owner_connection
+    from chatlake.embedded import Services
+    from chatlake.keyspace import redis_sync_client
+    from compliance.export import export_subject, write_bundle
+    from compliance.pii import subject_digest
+
+    settings = get_settings()
+    tenant_id = _tenant_id(tenant)
+    endpoints = Services(settings).endpoints()
+    with owner_connection(endpoints.database_url) as conn:
+        requests = conn.execute(
+            """select request_id, status, created_at::text, finished_at::text
+                 from erasure_requests where tenant_id = %s and subject_digest = %s""",
+            (tenant_id, subject_digest(tenant_id, user)),
+        ).fetchall()
+    redis = redis_sync_client(endpoints.redis_url)
+    try:
+        data = export_subject(settings.lake_root, redis, list(requests), tenant_id, user)
+    finally:
+        redis.close()
+    write_bundle(data, Path(out))
+    emit({"out": str(Path(out).resolve()), "bytes": len(data)})
+
+
 @audit_app.command("verify")
 def audit_verify(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's chain")] = None,
@@ -520,6 +554,19 @@ def bench_intents(
     from bench.intents import run
 
     emit(run(data, out, with_oos=oos_train))
+
+
+@bench_app.command("erasure")
+def bench_erasure(
+    messages: Annotated[int, typer.Option(min=100, help="Messages in the lake")] = 1_000_000,
+    tenants: Annotated[int, typer.Option(min=1, help="Tenants they spread over")] = 100,
+    days: Annotated[int, typer.Option(min=1, help="Days they spread over")] = 10,
+    out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
+) -> None:
+    """Erase one user from a generated lake: time, and a plain DELETE as the ceiling."""
+    from bench.erasure import run
+
+    emit(run(messages, tenants, days, out))
 
 
 @bench_app.command("pipeline")

@@ -55,3 +55,14 @@ def test_bench_pipeline_times_a_full_and_an_incremental_run(home, tmp_path):
     assert written["full"]["checks_passed"] == written["incremental_day"]["checks_passed"] > 30
     assert written["mart_rows"]["fct_tenant_daily"] == 3 * 3  # 3 tenants, 2 days + 1 new
     assert 0 < written["ceiling_vs_full_run"] and 0 < written["incremental_vs_full_run"]
+
+
+def test_bench_erasure_erases_one_user_and_finds_no_trace(home, tmp_path):
+    out = tmp_path / "erasure.json"
+    run("bench", "erasure", "--messages", "3000", "--tenants", "3", "--days", "2",
+        "--out", str(out), home=home)  # fmt: skip
+    written = json.loads(out.read_text())
+    assert written["rows_deleted"]["bronze/messages"] == written["subject_bronze_rows"] > 0
+    assert written["rows_deleted"]["silver/turns"] == written["subject_bronze_rows"]
+    assert written["traces_found_after"] == 0 and written["data_files_deleted"] > 0
+    assert written["ceiling_vs_erase"] > 0

@@ -166,3 +166,38 @@ def test_messages_of_a_user_under_erasure_are_refused_and_nobody_elses(client, t
     again = client.post("/v1/messages", json={"user_id": "under-erasure", "text": "hi"},
                         headers=tenant.headers)  # fmt: skip
     assert again.status_code == 200
+
+
+def test_a_subject_export_holds_everything_from_every_store(
+    client, admin_headers, settings, home, tmp_path
+):
+    import io
+    import zipfile
+
+    tenant = create_tenant(client, admin_headers, name="exporting")
+    converse(client, tenant, "eva", ["hello", "where is my order?"])
+    assert run_ingest(home, f"exp-{uuid4().hex[:6]}").returncode == 0
+    open_conversation = converse(client, tenant, "eva", ["a newer question"])  # not ingested
+    converse(client, tenant, "someone-else", ["hello"])
+
+    out = tmp_path / "eva.zip"
+    summary = json.loads(run("export", "--tenant", tenant.tenant_id, "--user", "eva",
+                             "--out", str(out), home=home).stdout)  # fmt: skip
+    assert summary["bytes"] == out.stat().st_size
+    via_api = client.post("/v1/compliance/exports", json={"user_id": "eva"},
+                          headers=tenant.headers)  # fmt: skip
+    assert via_api.status_code == 200 and via_api.headers["content-type"] == "application/zip"
+    for bundle in (out.read_bytes(), via_api.content):
+        archive = zipfile.ZipFile(io.BytesIO(bundle))
+        assert set(archive.namelist()) == {"subject.json", "messages.parquet",
+                                           "conversation_events.parquet"}  # fmt: skip
+        manifest = json.loads(archive.read("subject.json"))
+        messages = pq.read_table(io.BytesIO(archive.read("messages.parquet")))
+        assert set(messages["user_id"].to_pylist()) == {"eva"} and messages.num_rows == 4
+        assert manifest["stores"]["lake"]["messages"] == 4
+        redis_part = manifest["stores"]["redis"]
+        ids = {c["conversation_id"] for c in redis_part["conversations"]}
+        assert open_conversation in ids and len(ids) == 2
+        pending = redis_part["events_not_yet_in_the_lake"]
+        assert {e["text"] for e in pending if e.get("direction") == "in"} == {"a newer question"}
+        assert all(e["user_id"] == "eva" for e in pending)

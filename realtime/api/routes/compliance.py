@@ -8,14 +8,16 @@ status and, once done, the certificate. The user id travels to that process in m
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
 from chatlake.db import tenant_transaction
+from chatlake.tenants import record_audit
 from compliance.pii import subject_digest
 from realtime.api.deps import PlatformDep, TenantDep
 from realtime.api.errors import ApiError
@@ -50,6 +52,36 @@ async def request_erasure(
     )  # fmt: skip
     log.close()
     return ErasureRequestOut(request_id=request_id, status="running", subject_digest=digest)
+
+
+@router.post(
+    "/exports",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}, **error_responses(401, 422)},
+)
+async def export_subject_bundle(body: ErasureIn, tenant: TenantDep, platform: PlatformDep) -> Any:
+    """Everything held about one user (GDPR art. 15 and 20): a zip of subject.json and
+    Parquet files of their lake rows."""
+    from compliance.export import export_subject
+
+    digest = subject_digest(tenant.tenant_id, body.user_id)
+    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
+        cur = await conn.execute(
+            """select request_id, status, created_at::text, finished_at::text
+                 from erasure_requests where subject_digest = %s""",
+            (digest,),
+        )
+        requests = await cur.fetchall()
+    data = await asyncio.to_thread(
+        export_subject, platform.settings.lake_root, platform.redis_sync, list(requests),
+        tenant.tenant_id, body.user_id,
+    )  # fmt: skip
+    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
+        detail = {"subject_digest": digest}
+        await record_audit(conn, tenant.tenant_id, tenant.actor, "compliance.export", None, detail)
+    name = f"subject-{digest[:12]}.zip"
+    return Response(data, media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
 
 
 @router.get(
