@@ -26,7 +26,7 @@ import numpy as np
 from deltalake import DeltaTable
 
 from bench.output import write_results
-from bench.pipeline import generate_day, write_bronze
+from bench.pipeline import generate_lake
 from compliance.pii import pseudonymize, tenant_pseudonym_key
 from lake.erasure import SUBJECT_COLUMNS, erase_from_table, log_mentions, versions_holding
 from lake.silver import build_silver
@@ -36,16 +36,12 @@ KEY = "bench-pseudonym-key"
 
 def run(messages: int, tenants: int, days: int, out: str | None, seed: int = 11) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    tenant_ids = [str(uuid.UUID(int=int(rng.integers(1, 2**62)) << 64 | i)) for i in range(tenants)]
     today = datetime.now(UTC).date()
-    first = today - timedelta(days=days)
     with tempfile.TemporaryDirectory(prefix="chatlake-bench-erasure-") as tmp:
         lake = str(Path(tmp) / "lake")
         started = time.perf_counter()
-        for i in range(days):
-            write_bronze(lake, *generate_day(first + timedelta(days=i), messages // days,
-                                             tenant_ids, rng))  # fmt: skip
-        build_silver(lake, first, today, KEY)
+        tenant_ids, _ = generate_lake(lake, messages, tenants, days, rng)
+        build_silver(lake, today - timedelta(days=days), today, KEY)
         setup_s = time.perf_counter() - started
         bronze = DeltaTable(f"{lake}/bronze/messages").to_pyarrow_table(
             columns=["tenant_id", "user_id"]

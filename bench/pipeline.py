@@ -159,21 +159,28 @@ def _ceiling(lake_root: str) -> float:
     return time.perf_counter() - started
 
 
+def generate_lake(
+    lake_root: str, messages: int, tenants: int, days: int, rng: np.random.Generator
+) -> tuple[list[str], int]:
+    """`messages` over the `days` before today and `tenants` tenants, into bronze; the
+    tenant ids and the bronze message rows written."""
+    tenant_ids = [str(uuid.UUID(int=int(rng.integers(1, 2**62)) << 64 | i)) for i in range(tenants)]
+    first = datetime.now(UTC).date() - timedelta(days=days)
+    rows = 0
+    for i in range(days):
+        batch, events = generate_day(first + timedelta(days=i), messages // days, tenant_ids, rng)
+        write_bronze(lake_root, batch, events)
+        rows += batch.num_rows
+    return tenant_ids, rows
+
+
 def run(messages: int, tenants: int, days: int, out: str | None, seed: int = 7) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    tenant_ids = [str(uuid.UUID(int=int(rng.integers(1, 2**62)) << 64 | i)) for i in range(tenants)]
     today = datetime.now(UTC).date()
-    first = today - timedelta(days=days)
     with tempfile.TemporaryDirectory(prefix="chatlake-bench-pipeline-") as home:
         lake_root = str(Path(home) / "lake")
         started = time.perf_counter()
-        rows = 0
-        for i in range(days):
-            batch, events = generate_day(
-                first + timedelta(days=i), messages // days, tenant_ids, rng
-            )
-            write_bronze(lake_root, batch, events)
-            rows += batch.num_rows
+        tenant_ids, rows = generate_lake(lake_root, messages, tenants, days, rng)
         generated_s = time.perf_counter() - started
         full, full_wall = _pipeline_run(home)
         ceiling_s = min(_ceiling(lake_root) for _ in range(3))

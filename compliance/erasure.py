@@ -41,7 +41,13 @@ from redis import Redis
 from chatlake.keyspace import TenantKeyspace
 from chatlake.settings import Settings
 from compliance.pii import pseudonymize, subject_digest, tenant_pseudonym_key
-from lake.erasure import SUBJECT_COLUMNS, erase_from_table, log_mentions, versions_holding
+from lake.erasure import (
+    SUBJECT_COLUMNS,
+    erase_from_table,
+    failpoint,
+    log_mentions,
+    versions_holding,
+)
 from lake.writer import open_table, table_uri
 
 ERASING_SECONDS = 3600  # the in-progress mark outlives a crashed erasure by at most this
@@ -258,17 +264,30 @@ def erase(
     request_id = request_id or uuid.uuid4().hex
     started = datetime.now(UTC)
     mark = erasing_key(tenant_id, user_id)
-    redis.set(mark, request_id, ex=ERASING_SECONDS)
+    pseudonym = pseudonymize(
+        user_id, tenant_pseudonym_key(settings.secret("pseudonym_key"), tenant_id)
+    )
+    # The days to rebuild must survive a crash after the lake no longer shows them: they
+    # ride on the in-progress mark (days only: no identifier may sit in Redis's files).
+    previous: Any = redis.get(mark)
     try:
-        pseudonym = pseudonymize(
-            user_id, tenant_pseudonym_key(settings.secret("pseudonym_key"), tenant_id)
-        )
+        remembered = orjson.loads(previous).get("days", []) if previous else []
+    except (orjson.JSONDecodeError, AttributeError):
+        remembered = []
+    days = sorted(
+        set(remembered)
+        | set(_subject_days(settings.lake_root, tenant_id, user_id))
+        | set(_warehouse_days(settings, pseudonym))
+    )
+    redis.set(mark, orjson.dumps({"request_id": request_id, "days": days}), ex=ERASING_SECONDS)
+    try:
         conversations = _conversation_ids_in_lake(settings.lake_root, tenant_id, user_id)
         index = TenantKeyspace(tenant_id).user_conversations(user_id)
         conversations.update(_strings(redis.zrange(index, 0, -1)))
-        days = _subject_days(settings.lake_root, tenant_id, user_id)
         stores: dict[str, Any] = {"redis": erase_redis(redis, tenant_id, user_id)}
+        failpoint("redis_erased")
         stores["lake"] = erase_lake(settings.lake_root, tenant_id, user_id, pseudonym, request_id)
+        failpoint("lake_erased")
         stores["warehouse"] = rebuild_warehouse(settings, days, pseudonym)
         stores["postgresql"] = {
             "rows_about_the_subject": 0,
@@ -288,6 +307,21 @@ def erase(
         "stores": stores,
         "verification": verification,
     }
+
+
+def _warehouse_days(settings: Settings, pseudonym: str) -> list[str]:
+    import duckdb
+
+    if not settings.warehouse.exists():
+        return []
+    with duckdb.connect(str(settings.warehouse), read_only=True) as connection:
+        tables = {r[0] for r in connection.execute("show tables").fetchall()}
+        if "fct_messages" not in tables:
+            return []
+        rows = connection.execute(
+            "select distinct day::text from fct_messages where user_key = ?", [pseudonym]
+        ).fetchall()
+    return [r[0] for r in rows]
 
 
 def _subject_days(lake_root: str, tenant_id: str, user_id: str) -> list[str]:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,15 @@ SUBJECT_COLUMNS = {
     "silver/turns": "user_key",
     "silver/conversation_events": "user_key",
 }
+FAILPOINT_ENV = "CHATLAKE_ERASURE_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """Crash here, as kill -9 would, when a test asks for it (erasure must resume)."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 IN_FLIGHT_SECONDS = 300  # an unreferenced file younger than this may be a writer's
 _LOG_FILE = re.compile(r"^(\d{20})\.(json|checkpoint\.parquet|checkpoint\.\d+\.\d+\.parquet)$")
 
@@ -122,6 +133,7 @@ def erase_from_table(
         commit_properties=CommitProperties(custom_metadata={"erasure_request": request_id}),
     )
     deleted_rows = int(metrics.get("num_deleted_rows", 0))
+    failpoint("lake_deleted")
     root = _local_root(uri)
     removed = _removed_in_log(root)
     deleted_files = []

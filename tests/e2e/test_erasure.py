@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import psycopg
 import pyarrow.parquet as pq
+import pytest
 import redis as redis_lib
 from deltalake import DeltaTable
 
@@ -17,7 +18,7 @@ from chatlake.keyspace import TenantKeyspace
 from compliance.pii import pseudonymize, tenant_pseudonym_key
 from lake.erasure import SUBJECT_COLUMNS, versions_holding
 from pipelines.run import run_pipeline
-from tests.e2e.test_cli import run
+from tests.e2e.test_cli import run, run_with_env
 from tests.integration.test_ingest import run_ingest
 from tests.utils.factories import create_tenant
 
@@ -201,3 +202,45 @@ def test_a_subject_export_holds_everything_from_every_store(
         pending = redis_part["events_not_yet_in_the_lake"]
         assert {e["text"] for e in pending if e.get("direction") == "in"} == {"a newer question"}
         assert all(e["user_id"] == "eva" for e in pending)
+
+
+# (killed right after its DELETE: tests/integration/test_lake_erasure.py)
+@pytest.mark.parametrize("failpoint", ["lake_erased"])
+def test_an_erasure_killed_midway_resumes_to_the_same_end(
+    client, admin_headers, settings, home, endpoints, failpoint
+):
+    from lake.erasure import FAILPOINT_ENV
+    from lake.readers import scan
+    from lake.schemas import MESSAGES_TABLE
+
+    tenant = create_tenant(client, admin_headers, name=f"resume-{failpoint}")
+    converse(client, tenant, "gone", ["hello", f"remember {SECRET}-{failpoint}"])
+    converse(client, tenant, "stays", ["hello", "where is my order?"])
+    assert run_ingest(home, f"res-{uuid4().hex[:6]}").returncode == 0
+    assert run_pipeline(settings)["success"]
+    request = uuid4().hex
+    args = ("erase", "--tenant", tenant.tenant_id, "--user", "gone", "--request-id", request)
+    killed = run_with_env(*args, home=home, env={FAILPOINT_ENV: failpoint})
+    assert killed.returncode == -9
+    refused = client.post("/v1/messages", json={"user_id": "gone", "text": "hi"},
+                          headers=tenant.headers)  # fmt: skip
+    assert refused.status_code == 409  # still marked: the erasure has not finished
+
+    certificate = json.loads(run(*args, home=home).stdout)
+    assert certificate["verification"]["passed"], certificate["verification"]
+    assert files_with(Path(home), f"{SECRET}-{failpoint}") == []
+    kept = scan(settings.lake_root, MESSAGES_TABLE, tenant.tenant_id).collect()
+    assert set(kept["user_id"]) == {"stays"}
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse), read_only=True) as warehouse:
+        (messages_in,) = warehouse.execute(
+            "select sum(messages_in) from fct_tenant_daily where tenant_id = ?",
+            [tenant.tenant_id],
+        ).fetchone()
+    assert messages_in == kept.filter(direction="in").height  # the aggregates were rebuilt
+    with psycopg.connect(endpoints.database_url) as owner:
+        (status,) = owner.execute(
+            "select status from erasure_requests where request_id = %s", (request,)
+        ).fetchone()
+    assert status == "completed"
