@@ -134,15 +134,7 @@ def erase_from_table(
     )
     deleted_rows = int(metrics.get("num_deleted_rows", 0))
     failpoint("lake_deleted")
-    root = _local_root(uri)
-    removed = _removed_in_log(root)
-    deleted_files = []
-    for path in unreferenced_files(table, tenant_id):
-        # Ours to delete: what a logged commit removed, and anything unreferenced that is
-        # old enough not to be a concurrent writer's file awaiting its commit.
-        if path in removed or path.stat().st_mtime < time.time() - IN_FLIGHT_SECONDS:
-            path.unlink(missing_ok=True)
-            deleted_files.append(str(path.relative_to(root)))
+    deleted_files = scrub_partitions(table, [tenant_id])
     log_files = _clean_log(table)
     return {
         "table": name,
@@ -153,6 +145,30 @@ def erase_from_table(
         "data_files_deleted": deleted_files,
         "log_files_deleted": len(log_files),
     }
+
+
+def scrub_partitions(table: DeltaTable, tenant_ids: list[str]) -> list[str]:
+    """Delete the tenants' data files that the latest version does not reference: what a
+    logged commit removed, and anything unreferenced old enough not to be a concurrent
+    writer's file awaiting its commit. Returns their paths relative to the table."""
+    root = _local_root(table.table_uri)
+    removed = _removed_in_log(root)
+    deleted = []
+    for tenant_id in tenant_ids:
+        for path in unreferenced_files(table, tenant_id):
+            if path in removed or path.stat().st_mtime < time.time() - IN_FLIGHT_SECONDS:
+                path.unlink(missing_ok=True)
+                deleted.append(str(path.relative_to(root)))
+    return deleted
+
+
+def scrub_table(table: DeltaTable) -> dict[str, int]:
+    """Every tenant partition scrubbed, then the log cleaned: after a DELETE that spans
+    tenants (retention), no removed file and no older version stays readable."""
+    root = _local_root(table.table_uri)
+    tenants = [p.name.removeprefix("tenant_id=") for p in root.glob("tenant_id=*") if p.is_dir()]
+    files = scrub_partitions(table, tenants)
+    return {"data_files_deleted": len(files), "log_files_deleted": len(_clean_log(table))}
 
 
 def subject_remains(lake_root: str, name: str, tenant_id: str, subject: str) -> int:

@@ -58,11 +58,16 @@ def maintain(
     return [maintain_table(lake_root, name, retention_hours) for name in (*TABLES, *SILVER_TABLES)]
 
 
-def apply_retention(lake_root: str, keep_days: int, today: date | None = None) -> dict[str, int]:
-    """Delete the rows of every day older than `keep_days` from bronze and silver (a Delta
-    delete: a commit in each table's history; vacuum removes the files later)."""
+def apply_retention(
+    lake_root: str, keep_days: int, today: date | None = None
+) -> dict[str, dict[str, int]]:
+    """Delete the rows of every day older than `keep_days` from bronze and silver, with
+    erasure's guarantees: the files that held them are deleted at once and the log is
+    cleaned, so no older version that held them stays readable (lake/erasure.py)."""
+    from lake.erasure import scrub_table
+
     cutoff = (today or datetime.now(UTC).date()) - timedelta(days=keep_days)
-    deleted = {}
+    deleted: dict[str, dict[str, int]] = {}
     for name in (*TABLES, *SILVER_TABLES):
         table = open_table(table_uri(lake_root, name))
         if table is None:
@@ -71,5 +76,6 @@ def apply_retention(lake_root: str, keep_days: int, today: date | None = None) -
             f"date < '{cutoff.isoformat()}'",
             commit_properties=CommitProperties(custom_metadata={"retention": f"{keep_days} days"}),
         )
-        deleted[name] = int(metrics.get("num_deleted_rows", 0))
+        rows = int(metrics.get("num_deleted_rows", 0))
+        deleted[name] = {"rows_deleted": rows, **(scrub_table(table) if rows else {})}
     return deleted

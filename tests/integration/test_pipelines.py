@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import dagster as dg
@@ -13,6 +14,7 @@ import pytest
 from deltalake import DeltaTable
 
 from bench.pipeline import generate_day, write_bronze
+from lake.erasure import readable_versions
 from lake.silver import build_silver
 from pipelines.common import LakeResource
 from pipelines.defs.automation import bronze_landed, lake_maintenance, lake_retention
@@ -60,5 +62,10 @@ def test_maintenance_and_retention_jobs(lake):
 
     assert lake_retention.execute_in_process(resources={"lake": lake}).success  # 400 days
     for name in ("bronze/messages", "bronze/conversation_events", "silver/turns"):
-        days = set(DeltaTable(f"{lake.root}/{name}").to_pyarrow_table()["date"].to_pylist())
+        table = DeltaTable(f"{lake.root}/{name}")
+        days = set(table.to_pyarrow_table()["date"].to_pylist())
         assert days == {recent}, name
+        # with erasure's guarantees: no file of the old day on disk, no older version left
+        on_disk = list(Path(lake.root, name).rglob(f"date={old.isoformat()}/*.parquet"))
+        assert on_disk == [], name
+        assert readable_versions(lake.root, name) == [table.version()], name
