@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from redis import Redis
 
@@ -48,7 +49,8 @@ from lake.erasure import (
     log_mentions,
     versions_holding,
 )
-from lake.writer import open_table, table_uri
+from lake.readers import tenant_dataset
+from lake.schemas import MESSAGES_TABLE
 
 ERASING_SECONDS = 3600  # the in-progress mark outlives a crashed erasure by at most this
 
@@ -58,17 +60,15 @@ def erasing_key(tenant_id: str, user_id: str) -> str:
     return TenantKeyspace(tenant_id).erasing(subject_digest(tenant_id, user_id))
 
 
-def _conversation_ids_in_lake(lake_root: str, tenant_id: str, user_id: str) -> set[str]:
-    table = open_table(table_uri(lake_root, "bronze/messages"))
-    if table is None:
-        return set()
-    rows = table.to_pyarrow_dataset().to_table(columns=["tenant_id", "user_id", "conversation_id"])
-    return {
-        c for t, u, c in zip(rows["tenant_id"].cast(pa.string()).to_pylist(),
-                             rows["user_id"].cast(pa.string()).to_pylist(),
-                             rows["conversation_id"].cast(pa.string()).to_pylist(), strict=True)
-        if t == tenant_id and u == user_id
-    }  # fmt: skip
+def _subject_in_lake(lake_root: str, tenant_id: str, user_id: str) -> tuple[set[str], set[str]]:
+    """The subject's conversation ids and days in bronze (the tenant's partitions only)."""
+    dataset = tenant_dataset(lake_root, MESSAGES_TABLE, tenant_id)
+    if dataset is None:
+        return set(), set()
+    rows = dataset.to_table(columns=["user_id", "conversation_id", "date"])
+    mine = rows.filter(pc.equal(rows["user_id"].cast(pa.string()), user_id))
+    conversations = set(mine["conversation_id"].cast(pa.string()).to_pylist())
+    return conversations, {str(day) for day in mine["date"].to_pylist()}
 
 
 def _strings(values: Any) -> list[str]:
@@ -269,19 +269,15 @@ def erase(
     )
     # The days to rebuild must survive a crash after the lake no longer shows them: they
     # ride on the in-progress mark (days only: no identifier may sit in Redis's files).
+    conversations, lake_days = _subject_in_lake(settings.lake_root, tenant_id, user_id)
     previous: Any = redis.get(mark)
     try:
         remembered = orjson.loads(previous).get("days", []) if previous else []
     except (orjson.JSONDecodeError, AttributeError):
         remembered = []
-    days = sorted(
-        set(remembered)
-        | set(_subject_days(settings.lake_root, tenant_id, user_id))
-        | set(_warehouse_days(settings, pseudonym))
-    )
+    days = sorted(set(remembered) | lake_days | set(_warehouse_days(settings, pseudonym)))
     redis.set(mark, orjson.dumps({"request_id": request_id, "days": days}), ex=ERASING_SECONDS)
     try:
-        conversations = _conversation_ids_in_lake(settings.lake_root, tenant_id, user_id)
         index = TenantKeyspace(tenant_id).user_conversations(user_id)
         conversations.update(_strings(redis.zrange(index, 0, -1)))
         stores: dict[str, Any] = {"redis": erase_redis(redis, tenant_id, user_id)}
@@ -322,16 +318,3 @@ def _warehouse_days(settings: Settings, pseudonym: str) -> list[str]:
             "select distinct day::text from fct_messages where user_key = ?", [pseudonym]
         ).fetchall()
     return [r[0] for r in rows]
-
-
-def _subject_days(lake_root: str, tenant_id: str, user_id: str) -> list[str]:
-    table = open_table(table_uri(lake_root, "bronze/messages"))
-    if table is None:
-        return []
-    rows = table.to_pyarrow_dataset().to_table(columns=["tenant_id", "user_id", "date"])
-    return sorted({
-        str(d) for t, u, d in zip(rows["tenant_id"].cast(pa.string()).to_pylist(),
-                                  rows["user_id"].cast(pa.string()).to_pylist(),
-                                  rows["date"].to_pylist(), strict=True)
-        if t == tenant_id and u == user_id
-    })  # fmt: skip

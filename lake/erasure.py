@@ -34,6 +34,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable
 
+from chatlake.errors import ChatlakeError
 from lake.writer import open_table, table_uri
 
 # table -> the column that identifies the subject in it
@@ -85,9 +86,9 @@ def _removed_in_log(root: Path) -> set[Path]:
 
 def _local_root(uri: str) -> Path:
     if "://" in uri and not uri.startswith("file://"):
-        raise NotImplementedError(
-            "erasure deletes files directly; object storage needs the same steps through "
-            "its own client (see the README's scale-out path)"
+        raise ChatlakeError(
+            "erasure and retention delete lake files directly, which is built for a local "
+            "lake only; with CHATLAKE_LAKE_URI on object storage they refuse to run"
         )
     return Path(uri.removeprefix("file://"))
 

@@ -27,6 +27,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _banner(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    """What `up` prints until it says it is ready (or stops printing)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    return "".join(lines)
+
+
 def test_up_serves_the_demo_tenant_and_stops_cleanly(tmp_path):
     port = _free_port()
     env = {**os.environ, "CHATLAKE_HOME": str(tmp_path)}
@@ -37,17 +51,8 @@ def test_up_serves_the_demo_tenant_and_stops_cleanly(tmp_path):
         text=True,
         env=env,
     )
-    lines: list[str] = []
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        output = "".join(lines)
+        output = _banner(proc, timeout_s=120)
         assert "chatlake is up" in output, output
         api_key = re.search(r"demo API key\s+(\S+)", output).group(1)
         curl = re.search(r"curl -s (\S+)", output).group(1)
@@ -88,17 +93,8 @@ def test_up_runs_the_dagster_code_location(tmp_path):
          "--no-dashboards"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
-    lines: list[str] = []
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        output = "".join(lines)
+        output = _banner(proc, timeout_s=240)
         assert f"Dagster        http://127.0.0.1:{dagster_port}" in output, output
         repository = '{repositoryLocationName: "pipelines", repositoryName: "__repository__"}'
         query = (
