@@ -230,24 +230,15 @@ def export(
     in one zip (GDPR articles 15 and 20)."""
     from pathlib import Path
 
-    from chatlake.db import owner_connection
     from chatlake.embedded import Services
     from chatlake.keyspace import redis_sync_client
     from compliance.export import export_subject, write_bundle
-    from compliance.pii import subject_digest
 
     settings = get_settings()
     tenant_id = _tenant_id(tenant)
-    endpoints = Services(settings).endpoints()
-    with owner_connection(endpoints.database_url) as conn:
-        requests = conn.execute(
-            """select request_id, status, created_at::text, finished_at::text
-                 from erasure_requests where tenant_id = %s and subject_digest = %s""",
-            (tenant_id, subject_digest(tenant_id, user)),
-        ).fetchall()
-    redis = redis_sync_client(endpoints.redis_url)
+    redis = redis_sync_client(Services(settings).endpoints().redis_url)
     try:
-        data = export_subject(settings.lake_root, redis, list(requests), tenant_id, user)
+        data = export_subject(settings, redis, tenant_id, user)
     finally:
         redis.close()
     write_bundle(data, Path(out))
@@ -280,12 +271,22 @@ def pipeline_run(
     to_day: Annotated[
         str | None, typer.Option("--to", help="Last day (default: the last with data)")
     ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain/--no-retrain",
+            help="Then rebuild the review queues and retrain intent models (needs the stores)",
+        ),
+    ] = True,
 ) -> None:
     """Materialize silver, the dbt warehouse and their checks in-process, for every day
-    with bronze data (or --from/--to), as the sensor-triggered runs would."""
+    with bronze data (or --from/--to), as the sensor-triggered runs would; then the review
+    queues and the intent models (trained, gated, promoted or rejected)."""
     from pipelines.run import run_pipeline
 
-    result = run_pipeline(get_settings(), _day(from_day, "--from"), _day(to_day, "--to"))
+    result = run_pipeline(
+        get_settings(), _day(from_day, "--from"), _day(to_day, "--to"), retrain=retrain
+    )
     emit(result)
     if not result["success"]:
         raise typer.Exit(1)
@@ -305,6 +306,19 @@ def lake_maintain(
     from lake.maintenance import maintain
 
     emit({"tables": maintain(get_settings().lake_root, retention_hours)})
+
+
+@lake_app.command("retention")
+def lake_retention(
+    today: Annotated[
+        str | None, typer.Option(help="Count days back from this day (YYYY-MM-DD); default today")
+    ] = None,
+) -> None:
+    """Apply every tenant's retention now, as the nightly job does: the expired days leave
+    the lake (no file or older version keeps them) and the per-person marts."""
+    from compliance.retention import enforce_retention
+
+    emit(enforce_retention(get_settings(), _day(today, "--today"), actor="cli"))
 
 
 @services_app.command("start")
@@ -349,6 +363,9 @@ def tenants_create(
         int | None, typer.Option("--rate-limit", min=1, help="Messages per minute")
     ] = None,
     plan: Annotated[str, typer.Option(help="Billing plan")] = "free",
+    retention_days: Annotated[
+        int, typer.Option(min=1, max=36500, help="Days of conversations kept")
+    ] = 90,
 ) -> None:
     """Create a tenant; prints its id and first API key (shown once)."""
     from chatlake.launcher import run_control
@@ -359,7 +376,9 @@ def tenants_create(
     limit = rate_limit or settings.default_rate_limit
 
     async def create(control: Any) -> dict[str, Any]:
-        tenant, issued = await control.create_tenant(name, limit, plan=plan, actor="cli")
+        tenant, issued = await control.create_tenant(
+            name, limit, plan=plan, actor="cli", retention_days=retention_days
+        )
         return {
             "tenant_id": tenant.tenant_id,
             "name": tenant.name,
@@ -367,6 +386,7 @@ def tenants_create(
             "key_id": issued.key_id,
             "plan": tenant.plan,
             "rate_limit_per_minute": tenant.rate_limit_per_minute,
+            "retention_days": tenant.retention_days,
         }
 
     emit(run_control(settings, create))
@@ -379,19 +399,26 @@ def tenants_update(
         int | None, typer.Option("--rate-limit", min=1, help="Messages per minute")
     ] = None,
     status: Annotated[str | None, typer.Option(help="active or suspended")] = None,
+    retention_days: Annotated[
+        int | None, typer.Option(min=1, max=36500, help="Days of conversations kept")
+    ] = None,
 ) -> None:
-    """Change a tenant's rate limit or status."""
+    """Change a tenant's rate limit, status or retention."""
     from chatlake.launcher import run_control
 
     tenant_id = _tenant_id(tenant)
     if status not in (None, "active", "suspended"):
         raise ChatlakeError("--status must be active or suspended")
-    if rate_limit is None and status is None:
-        raise ChatlakeError("nothing to change: give --rate-limit and/or --status")
+    if rate_limit is None and status is None and retention_days is None:
+        raise ChatlakeError("nothing to change: give --rate-limit, --status or --retention-days")
 
     async def update(control: Any) -> dict[str, Any]:
         updated = await control.update_tenant(
-            tenant_id, rate_limit_per_minute=rate_limit, status=status, actor="cli"
+            tenant_id,
+            rate_limit_per_minute=rate_limit,
+            status=status,
+            retention_days=retention_days,
+            actor="cli",
         )
         return dict(updated.public())
 
@@ -406,8 +433,8 @@ def tenants_list() -> None:
 
     with owner_connection(Services(get_settings()).endpoints().database_url) as conn:
         rows = conn.execute(
-            "select tenant_id, name, plan, rate_limit_per_minute, status, created_at "
-            "from tenants order by created_at"
+            "select tenant_id, name, plan, rate_limit_per_minute, retention_days, status, "
+            "created_at from tenants order by created_at"
         ).fetchall()
     emit({"tenants": rows})
 

@@ -77,6 +77,17 @@ class TenantKeyspace:
         """Set while the subject's erasure runs (compliance/erasure.py)."""
         return f"{self.prefix}:erasing:{subject_digest}"
 
+    @property
+    def subject_keys(self) -> str:
+        """Hash: user_key -> the key that seals that subject's free text kept in stores
+        that cannot be scrubbed byte by byte (compliance/subject_keys.py)."""
+        return f"{self.prefix}:subject-keys"
+
+    def erasure_key(self, request_id: str) -> str:
+        """String: the key that opens an erasure request's sealed subject (destroyed when
+        the erasure completes, so the sealed copy a job runner keeps is unreadable)."""
+        return f"{self.prefix}:erasure-key:{request_id}"
+
     def llm_cache(self, digest: str) -> str:
         """String: a provider's answer to a prompt, by the prompt's digest."""
         return f"{self.prefix}:llmcache:{digest}"

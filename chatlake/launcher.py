@@ -7,6 +7,7 @@ that `up` supervises: if one exits, or on Ctrl-C, all of them stop, then the sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -122,6 +123,10 @@ class Launcher:
                 str(self.workers),
             ],
             ready_url=f"http://127.0.0.1:{self.port}/readyz",
+            # erasure requests launch their Dagster job on the webserver `up` runs
+            env={**os.environ, "CHATLAKE_DAGSTER_URL": f"http://127.0.0.1:{self.dagster_port}"}
+            if self.dagster
+            else None,
         )
         ingest = Child("ingest", [sys.executable, "-m", "chatlake", "ingest"])
         children = [api, ingest]
@@ -205,7 +210,26 @@ class Launcher:
                     child.process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     child.process.kill()
+        for child in self.children:  # what a child started and left (Dagster's code
+            if child.process:  # servers and run workers): each child leads its own group
+                _stop_group(child.process.pid)
         self.services.stop()
+
+
+def _stop_group(pgid: int, timeout_s: float = 20.0) -> None:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def banner(

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # keys the per-tenant HMAC that pseudonymizes user ids in silver and the warehouse
     pseudonym_key: str | None = None
     warehouse_path: Path | None = None
+    # the Dagster webserver that erasure requests launch their job on (`up` sets it);
+    # unset or unreachable: the API runs `chatlake erase` as a process of its own
+    dagster_url: str | None = None
 
     open_signup: bool = False
     # USD per million prompt and completion tokens, by model, e.g. {"gpt-4o-mini": [0.15, 0.6]}
@@ -54,6 +57,18 @@ class Settings(BaseSettings):
     conversation_ttl_days: int = Field(default=90, ge=1, le=3650)
     # days of bronze and silver the lake keeps (the pipelines' retention schedule)
     lake_retention_days: int = Field(default=400, ge=1, le=36500)
+    # the intent-retraining loop (pipelines/nlu.py): the review queue's window, the
+    # confidence under which an utterance is reviewed, how many items a tenant sees
+    nlu_review_days: int = Field(default=14, ge=1, le=3650)
+    nlu_review_confidence: float = Field(default=0.6, ge=0.0, le=1.0)
+    nlu_review_limit: int = Field(default=500, ge=1, le=100_000)
+    # new labels (all tenants) that start a retraining run before the nightly one
+    nlu_retrain_min_labels: int = Field(default=20, ge=1)
+    # the promotion gate: the largest drop from the live model a candidate may show, per
+    # metric, on the held-out split and on the regression set
+    nlu_gate: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 0.02, "macro_f1": 0.02, "oos_recall": 0.05}
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     default_rate_limit: int = Field(default=600, ge=1)
     db_pool_size: int = Field(default=4, ge=1)

@@ -40,6 +40,7 @@ class Tenant:
     rate_limit_per_minute: int
     status: str
     created_at: datetime
+    retention_days: int = 90
     flow_version: int | None = None
     flow_experiment: list[dict[str, Any]] | None = None
 
@@ -72,6 +73,7 @@ def _tenant(row: dict[str, Any]) -> Tenant:
         rate_limit_per_minute=row["rate_limit_per_minute"],
         status=row["status"],
         created_at=row["created_at"],
+        retention_days=row.get("retention_days", 90),
         flow_version=row.get("flow_version"),
         flow_experiment=row.get("flow_experiment"),
     )
@@ -106,13 +108,15 @@ class ControlPlane:
         rate_limit_per_minute: int,
         plan: str = "free",
         actor: str = "platform-admin",
+        retention_days: int = 90,
     ) -> tuple[Tenant, IssuedKey]:
         tenant_id = str(uuid4())
         async with tenant_transaction(self.pool, tenant_id) as conn:
             cur = await conn.execute(
-                """insert into tenants (tenant_id, name, plan, rate_limit_per_minute)
-                   values (%s, %s, %s, %s) returning *""",
-                (tenant_id, name, plan, rate_limit_per_minute),
+                """insert into tenants (tenant_id, name, plan, rate_limit_per_minute,
+                                      retention_days)
+                   values (%s, %s, %s, %s, %s) returning *""",
+                (tenant_id, name, plan, rate_limit_per_minute, retention_days),
             )
             row = await cur.fetchone()
             assert row is not None
@@ -136,7 +140,12 @@ class ControlPlane:
                 actor,
                 "tenant.created",
                 tenant_id,
-                {"name": name, "plan": plan, "rate_limit_per_minute": rate_limit_per_minute},
+                {
+                    "name": name,
+                    "plan": plan,
+                    "rate_limit_per_minute": rate_limit_per_minute,
+                    "retention_days": retention_days,
+                },
             )
         await self._cache_tenant(tenant)
         await self.redis.sadd(EVENT_STREAMS, TenantKeyspace(tenant_id).events)
@@ -156,21 +165,21 @@ class ControlPlane:
         *,
         rate_limit_per_minute: int | None = None,
         status: str | None = None,
+        retention_days: int | None = None,
         actor: str = "platform-admin",
     ) -> Tenant:
-        changes = {
-            key: value
-            for key, value in (("rate_limit_per_minute", rate_limit_per_minute), ("status", status))
-            if value is not None
-        }
+        asked = {"rate_limit_per_minute": rate_limit_per_minute, "status": status,
+                 "retention_days": retention_days}  # fmt: skip
+        changes = {key: value for key, value in asked.items() if value is not None}
         async with tenant_transaction(self.pool, tenant_id) as conn:
             cur = await conn.execute(
                 """update tenants set
                      rate_limit_per_minute = coalesce(%s, rate_limit_per_minute),
                      status = coalesce(%s, status),
+                     retention_days = coalesce(%s, retention_days),
                      updated_at = now()
                    where tenant_id = %s returning *""",
-                (rate_limit_per_minute, status, tenant_id),
+                (rate_limit_per_minute, status, retention_days, tenant_id),
             )
             row = await cur.fetchone()
             if row is None:

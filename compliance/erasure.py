@@ -18,8 +18,10 @@ Steps, each idempotent so that an interrupted erasure resumes to the same end:
    PostgreSQL's own directory excepted (see the certificate's note).
 5. The certificate (JSON) is stored with the request and recorded in the audit log.
 
-PostgreSQL holds nothing about end users today (conversations live in Redis and the lake);
-the erasure request itself keeps only a digest of the subject, never the id.
+PostgreSQL holds the subject's review-queue items and labels (keyed by the pseudonym),
+deleted after the warehouse step; their texts are sealed under the subject's key
+(compliance/subject_keys.py), destroyed in step 1, which is what makes PostgreSQL's dead
+tuples and WAL safe. The erasure request keeps only a digest of the subject, never the id.
 
 A message that arrives for the subject while the erasure runs is refused with 409
 `erasure_in_progress` (see realtime/api/routes/messages.py); other users are not affected.
@@ -39,9 +41,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from redis import Redis
 
+from chatlake.db import owner_connection
+from chatlake.embedded import Services
 from chatlake.keyspace import TenantKeyspace
 from chatlake.settings import Settings
 from compliance.pii import pseudonymize, subject_digest, tenant_pseudonym_key
+from compliance.subject_keys import destroy_subject_key, subject_key_exists
 from lake.erasure import (
     SUBJECT_COLUMNS,
     erase_from_table,
@@ -85,7 +90,7 @@ def _subject_entries(redis: Redis, stream: str, user_id: str) -> list[Any]:
     ]
 
 
-def erase_redis(redis: Redis, tenant_id: str, user_id: str) -> dict[str, Any]:
+def erase_redis(redis: Redis, tenant_id: str, user_id: str, pseudonym: str) -> dict[str, Any]:
     keys = TenantKeyspace(tenant_id)
     index = keys.user_conversations(user_id)
     conversations = _strings(redis.zrange(index, 0, -1))
@@ -99,17 +104,19 @@ def erase_redis(redis: Redis, tenant_id: str, user_id: str) -> dict[str, Any]:
     cache = list(redis.scan_iter(match=f"{keys.prefix}:llmcache:*", count=1000))
     if cache:
         redis.delete(*cache)
-    _rewrite_aof(redis)
+    key_destroyed = destroy_subject_key(redis, tenant_id, pseudonym)
+    rewrite_aof(redis)
     return {
         "conversations": len(conversations),
         "keys_deleted": deleted_keys,
         "stream_entries_deleted": len(stream_entries),
         "cache_entries_deleted": len(cache),
+        "subject_key_destroyed": key_destroyed,
         "append_only_file": "rewritten",
     }
 
 
-def _rewrite_aof(redis: Redis, timeout_s: float = 120.0) -> None:
+def rewrite_aof(redis: Redis, timeout_s: float = 120.0) -> None:
     """BGREWRITEAOF, waiting for it (and for one already running) to finish."""
     deadline = time.monotonic() + timeout_s
     while redis.info("persistence")["aof_rewrite_in_progress"]:
@@ -141,6 +148,43 @@ def erase_lake(
     ]
 
 
+PG_SUBJECT_TABLES = ("nlu_review_items", "nlu_labels")  # rows keyed by the subject's user_key
+
+
+def erase_postgresql(database_url: str, tenant_id: str, pseudonym: str) -> dict[str, Any]:
+    """The subject's review-queue items and labels (their utterances' texts are sealed
+    under the subject's key, destroyed in the Redis step)."""
+    deleted = {}
+    with owner_connection(database_url) as conn:
+        for table in PG_SUBJECT_TABLES:
+            cur = conn.execute(
+                f"delete from {table} where tenant_id = %s and user_key = %s",
+                (tenant_id, pseudonym),
+            )
+            deleted[table] = cur.rowcount
+    return {
+        "rows_deleted": deleted,
+        "note": "End-user text in PostgreSQL (review-queue utterances) is stored sealed under "
+        "a key of the subject's own, kept in Redis; that key was destroyed and Redis's "
+        "append-only file rewritten, so the dead tuples and WAL records PostgreSQL keeps "
+        "until vacuum and checkpoints recycle them hold only ciphertext no key opens. "
+        "Labels keep no text. Erasure requests keep a digest of the subject, never the id.",
+    }
+
+
+def _postgresql_rows(database_url: str, tenant_id: str, pseudonym: str) -> dict[str, int]:
+    counts = {}
+    with owner_connection(database_url) as conn:
+        for table in PG_SUBJECT_TABLES:
+            row = conn.execute(
+                f"select count(*) as n from {table} where tenant_id = %s and user_key = %s",
+                (tenant_id, pseudonym),
+            ).fetchone()
+            if row and row["n"]:
+                counts[table] = int(row["n"])
+    return counts
+
+
 def rebuild_warehouse(settings: Settings, days: list[str], pseudonym: str) -> dict[str, Any]:
     """The subject's rows out of the per-row marts, the aggregates of the days that held
     them rebuilt, then a fresh copy of the DuckDB file."""
@@ -166,18 +210,27 @@ def rebuild_warehouse(settings: Settings, days: list[str], pseudonym: str) -> di
                                   "checks_failed": run["checks_failed"]}  # fmt: skip
         if not run["success"]:
             raise RuntimeError(f"rebuilding the marts failed: {run['checks_failed']}")
-    warehouse = settings.warehouse
-    if warehouse.exists():
-        fresh = warehouse.with_suffix(".erasure.duckdb")
-        fresh.unlink(missing_ok=True)
-        with duckdb.connect(str(warehouse)) as connection:
-            connection.execute(f"attach '{fresh}' as fresh")
-            connection.execute(f"copy from database {warehouse.stem} to fresh")
-            connection.execute("detach fresh")
-        fresh.replace(warehouse)  # atomic: readers see the old file or the new one
-        warehouse.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+    if rewrite_warehouse_file(settings.warehouse):
         result["file"] = "rewritten"
     return result
+
+
+def rewrite_warehouse_file(warehouse: Path) -> bool:
+    """Copy the DuckDB file into a fresh one and swap it in, so that no freed block of
+    the old file keeps a deleted row."""
+    import duckdb
+
+    if not warehouse.exists():
+        return False
+    fresh = warehouse.with_suffix(".rewrite.duckdb")
+    fresh.unlink(missing_ok=True)
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute(f"attach '{fresh}' as fresh")
+        connection.execute(f"copy from database {warehouse.stem} to fresh")
+        connection.execute("detach fresh")
+    fresh.replace(warehouse)  # atomic: readers see the old file or the new one
+    warehouse.with_suffix(".duckdb.wal").unlink(missing_ok=True)
+    return True
 
 
 def _file_mentions(path: Path, needles: list[bytes]) -> bool:
@@ -225,6 +278,12 @@ def verify(
                 found.append(f"lake file {path.relative_to(lake)}")
         for log in log_mentions(settings.lake_root, name, tenant_id, [subject, *markers]):
             found.append(f"lake log {name}/_delta_log/{log}")
+    database_url = Services(settings).endpoints().database_url
+    postgresql_rows = _postgresql_rows(database_url, tenant_id, pseudonym)
+    if postgresql_rows:
+        found.append(f"postgresql rows: {postgresql_rows}")
+    if subject_key_exists(redis, tenant_id, pseudonym):
+        found.append("redis subject key")
     warehouse_rows = _warehouse_rows(settings, pseudonym)
     if warehouse_rows:
         found.append(f"warehouse rows: {warehouse_rows}")
@@ -277,19 +336,18 @@ def erase(
         remembered = []
     days = sorted(set(remembered) | lake_days | set(_warehouse_days(settings, pseudonym)))
     redis.set(mark, orjson.dumps({"request_id": request_id, "days": days}), ex=ERASING_SECONDS)
+    failpoint("marked")
     try:
         index = TenantKeyspace(tenant_id).user_conversations(user_id)
         conversations.update(_strings(redis.zrange(index, 0, -1)))
-        stores: dict[str, Any] = {"redis": erase_redis(redis, tenant_id, user_id)}
+        stores: dict[str, Any] = {"redis": erase_redis(redis, tenant_id, user_id, pseudonym)}
         failpoint("redis_erased")
         stores["lake"] = erase_lake(settings.lake_root, tenant_id, user_id, pseudonym, request_id)
         failpoint("lake_erased")
         stores["warehouse"] = rebuild_warehouse(settings, days, pseudonym)
-        stores["postgresql"] = {
-            "rows_about_the_subject": 0,
-            "note": "PostgreSQL holds no end-user data: conversations live in Redis and "
-            "the lake. Its WAL and dead tuples therefore hold none either.",
-        }
+        failpoint("warehouse_rebuilt")
+        database_url = Services(settings).endpoints().database_url
+        stores["postgresql"] = erase_postgresql(database_url, tenant_id, pseudonym)
         verification = verify(settings, redis, tenant_id, user_id, pseudonym, conversations)
     finally:
         redis.delete(mark)

@@ -3,7 +3,9 @@ tenant's user, from every store, as one zip bundle:
 
 - `subject.json`: who, when, what each store holds (Redis: open conversations with their
   state and recent messages, events not yet in the lake; PostgreSQL: erasure requests
-  about the subject, by digest; the lake: row counts), and the list of files;
+  about the subject (by digest), their utterances in the intent review queue (opened with
+  the subject's key) and the labels given to them; the lake: row counts), and the list of
+  files;
 - `messages.parquet` and `conversation_events.parquet`: every row of the lake's bronze
   tables about the subject (the originals, not the masked silver copies), machine-readable.
 """
@@ -22,8 +24,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from redis import Redis
 
+from chatlake.db import tenant_connection
 from chatlake.keyspace import TenantKeyspace
-from compliance.pii import subject_digest
+from chatlake.settings import Settings
+from compliance.pii import pseudonymize, subject_digest, tenant_pseudonym_key
+from compliance.subject_keys import open_texts
 from lake.readers import tenant_dataset
 from lake.schemas import CONVERSATION_EVENTS_TABLE, MESSAGES_TABLE, TABLES
 
@@ -64,14 +69,43 @@ def _parquet(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def export_subject(
-    lake_root: str,
-    redis: Redis,
-    erasure_requests: list[dict[str, Any]],
-    tenant_id: str,
-    user_id: str,
-) -> bytes:
+def _postgresql(settings: Settings, redis: Redis, tenant_id: str, user_id: str) -> dict[str, Any]:
+    """What PostgreSQL holds about the subject (read as the app role: the tenant's rows)."""
+    from chatlake.embedded import Services
+
+    user_key = pseudonymize(user_id, tenant_pseudonym_key(settings.secret("pseudonym_key"),
+                                                          tenant_id))  # fmt: skip
+    url = Services(settings).endpoints().app_database_url
+    with tenant_connection(url, tenant_id) as conn:
+        requests = conn.execute(
+            """select request_id, status, created_at::text, finished_at::text
+                 from erasure_requests where subject_digest = %s""",
+            (subject_digest(tenant_id, user_id),),
+        ).fetchall()
+        review = conn.execute(
+            """select event_id, text_sealed, intent, confidence, reasons, last_seen::text
+                 from nlu_review_items where user_key = %s""",
+            (user_key,),
+        ).fetchall()
+        labels = conn.execute(
+            """select event_id, intent, language, labelled_by, created_at::text
+                 from nlu_labels where user_key = %s""",
+            (user_key,),
+        ).fetchall()
+    texts = open_texts(redis, tenant_id, [(user_key, row["text_sealed"]) for row in review])
+    return {
+        "erasure_requests": requests,
+        "intent_review_queue": [
+            {**{k: v for k, v in row.items() if k != "text_sealed"}, "text": text}
+            for row, text in zip(review, texts, strict=True)
+        ],
+        "intent_labels": labels,
+    }
+
+
+def export_subject(settings: Settings, redis: Redis, tenant_id: str, user_id: str) -> bytes:
     """The bundle (zip bytes) for one subject."""
+    lake_root = settings.lake_root
     messages = _lake_rows(lake_root, MESSAGES_TABLE, tenant_id, user_id)
     events = _lake_rows(lake_root, CONVERSATION_EVENTS_TABLE, tenant_id, user_id)
     manifest = {
@@ -82,7 +116,7 @@ def export_subject(
         "stores": {
             "redis": _redis_state(redis, tenant_id, user_id),
             "lake": {"messages": messages.num_rows, "conversation_events": events.num_rows},
-            "postgresql": {"erasure_requests": erasure_requests},
+            "postgresql": _postgresql(settings, redis, tenant_id, user_id),
         },
         "files": {
             "messages.parquet": "every message in or out of the subject's conversations",

@@ -57,7 +57,8 @@ IN_FLIGHT_SECONDS = 300  # an unreferenced file younger than this may be a write
 _LOG_FILE = re.compile(r"^(\d{20})\.(json|checkpoint\.parquet|checkpoint\.\d+\.\d+\.parquet)$")
 
 
-def _quoted(value: str) -> str:
+def quoted(value: str) -> str:
+    """A SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
 
 
@@ -66,8 +67,8 @@ def subject_predicate(tenant_id: str, column: str, subject: str, salt: str) -> s
     names the subject only by a salted hash (the salt is the request id)."""
     digest = hashlib.sha256((subject + salt).encode()).hexdigest()
     return (
-        f"tenant_id = {_quoted(tenant_id)} AND "
-        f"encode(sha256(concat({column}, {_quoted(salt)})), 'hex') = '{digest}'"
+        f"tenant_id = {quoted(tenant_id)} AND "
+        f"encode(sha256(concat({column}, {quoted(salt)})), 'hex') = '{digest}'"
     )
 
 
@@ -77,11 +78,17 @@ def _removed_in_log(root: Path) -> set[Path]:
     A concurrent writer's file awaiting its commit was never in the log, so is not here."""
     removed: set[Path] = set()
     for log in sorted((root / "_delta_log").glob("*.json")):
-        for line in log.read_text().splitlines():
-            action = json.loads(line) if line.strip() else {}
+        for action in _commit_actions(log):
             if "remove" in action:
                 removed.add(root / unquote(action["remove"]["path"]))
     return removed
+
+
+def _commit_actions(path: Path) -> list[dict[str, Any]]:
+    """The actions of one commit file: one JSON object per "\n"-ended line. Not
+    `splitlines()`: JSON strings may hold U+2028, U+0085 and other characters that it
+    takes for line ends (a message text's min/max statistics can)."""
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
 
 
 def _local_root(uri: str) -> Path:
@@ -205,10 +212,11 @@ def log_mentions(lake_root: str, name: str, tenant_id: str, needles: list[str]) 
     import pyarrow.parquet as pq
 
     log_dir = _local_root(table_uri(lake_root, name)) / "_delta_log"
+    wanted = set(needles)
     found = []
     for path in sorted(log_dir.glob("*")) if log_dir.exists() else []:
         if path.suffix == ".json":
-            actions = [json.loads(line) for line in path.read_text().splitlines() if line]
+            actions = _commit_actions(path)
         elif path.name.endswith(".parquet"):
             actions = [
                 {k: v for k, v in row.items() if v is not None}
@@ -226,11 +234,28 @@ def log_mentions(lake_root: str, name: str, tenant_id: str, needles: list[str]) 
                 partition = values.get("tenant_id")
                 if kind in ("add", "remove", "cdc") and partition not in (None, tenant_id):
                     continue  # another tenant's file: its statistics are not about ours
-                text = json.dumps(body, default=str)
-                if any(needle in text for needle in needles):
+                if _values(body) & wanted:
                     found.append(path.name)
                     break
     return sorted(set(found))
+
+
+def _values(body: Any) -> set[str]:
+    """Every string value in a log action, its column statistics (a JSON string inside
+    the action) included: a subject is found by an exact value, as statistics hold them,
+    so a short user id never matches inside someone else's text."""
+    if isinstance(body, str):
+        if body.startswith("{") and '"minValues"' in body:
+            try:
+                return _values(json.loads(body))
+            except ValueError:
+                return {body}
+        return {body}
+    if isinstance(body, dict):
+        return set().union(*(_values(v) for v in body.values())) if body else set()
+    if isinstance(body, list | tuple):
+        return set().union(*(_values(v) for v in body)) if body else set()
+    return set()
 
 
 def readable_versions(lake_root: str, name: str) -> list[int]:

@@ -58,24 +58,69 @@ def maintain(
     return [maintain_table(lake_root, name, retention_hours) for name in (*TABLES, *SILVER_TABLES)]
 
 
+def retention_predicate(cutoffs: dict[str, date], default_cutoff: date) -> str:
+    """Rows older than their tenant's cutoff (`cutoffs`), or than `default_cutoff` in the
+    partitions of tenants without a policy of their own."""
+    from lake.erasure import quoted
+
+    clauses = [
+        f"(tenant_id = {quoted(tenant)} AND date < '{cutoff.isoformat()}')"
+        for tenant, cutoff in sorted(cutoffs.items())
+    ]
+    others = f"date < '{default_cutoff.isoformat()}'"
+    if cutoffs:
+        listed = ", ".join(quoted(tenant) for tenant in sorted(cutoffs))
+        others = f"(tenant_id NOT IN ({listed}) AND {others})"
+    return " OR ".join([*clauses, others])
+
+
+def _expiring_rows(table: Any, cutoffs: dict[str, date], default_cutoff: date) -> dict[str, int]:
+    """Rows per tenant that the retention DELETE removes: whole (tenant, day) partitions,
+    so the counts come from the log's file statistics without reading any data."""
+    actions = table.get_add_actions(flatten=True)
+    tenants = actions["partition.tenant_id"].to_pylist()
+    days = actions["partition.date"].to_pylist()
+    records = actions["num_records"].to_pylist()
+    expiring: dict[str, int] = {}
+    for tenant, day, count in zip(tenants, days, records, strict=True):
+        if date.fromisoformat(str(day)) < cutoffs.get(tenant, default_cutoff):
+            expiring[tenant] = expiring.get(tenant, 0) + int(count or 0)
+    return expiring
+
+
 def apply_retention(
-    lake_root: str, keep_days: int, today: date | None = None
-) -> dict[str, dict[str, int]]:
-    """Delete the rows of every day older than `keep_days` from bronze and silver, with
-    erasure's guarantees: the files that held them are deleted at once and the log is
-    cleaned, so no older version that held them stays readable (lake/erasure.py)."""
+    lake_root: str,
+    keep_days: int,
+    today: date | None = None,
+    tenant_days: dict[str, int] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Delete from bronze and silver every day older than its tenant's retention
+    (`tenant_days`; `keep_days` for tenants without one, and as the ceiling for all), with
+    erasure's guarantees: one DELETE per table, then the files that held the rows are
+    deleted at once and the log is cleaned, so no older version that held them stays
+    readable (lake/erasure.py)."""
     from lake.erasure import scrub_table
 
-    cutoff = (today or datetime.now(UTC).date()) - timedelta(days=keep_days)
-    deleted: dict[str, dict[str, int]] = {}
+    today = today or datetime.now(UTC).date()
+    default_cutoff = today - timedelta(days=keep_days)
+    cutoffs = {
+        tenant: max(today - timedelta(days=days), default_cutoff)
+        for tenant, days in (tenant_days or {}).items()
+    }
+    predicate = retention_predicate(cutoffs, default_cutoff)
+    deleted: dict[str, dict[str, Any]] = {}
     for name in (*TABLES, *SILVER_TABLES):
         table = open_table(table_uri(lake_root, name))
         if table is None:
             continue
+        expiring = _expiring_rows(table, cutoffs, default_cutoff)
+        if not expiring:
+            deleted[name] = {"rows_deleted": 0, "by_tenant": {}}
+            continue
         metrics = table.delete(
-            f"date < '{cutoff.isoformat()}'",
-            commit_properties=CommitProperties(custom_metadata={"retention": f"{keep_days} days"}),
+            predicate,
+            commit_properties=CommitProperties(custom_metadata={"retention": "per tenant"}),
         )
         rows = int(metrics.get("num_deleted_rows", 0))
-        deleted[name] = {"rows_deleted": rows, **(scrub_table(table) if rows else {})}
+        deleted[name] = {"rows_deleted": rows, "by_tenant": expiring, **scrub_table(table)}
     return deleted

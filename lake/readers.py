@@ -20,7 +20,9 @@ from lake.writer import open_table, table_uri
 
 def tenant_dataset(lake_root: str, name: str, tenant_id: str) -> ds.Dataset | None:
     """The rows of one tenant in table `name`, as a pyarrow dataset (None: no table yet)."""
-    if name not in TABLES:
+    from lake.maintenance import SILVER_TABLES
+
+    if name not in TABLES and name not in SILVER_TABLES:
         raise ValueError(f"unknown lake table {name!r}")
     tenant = str(UUID(tenant_id))  # refuses anything but a tenant id
     table = open_table(table_uri(lake_root, name))

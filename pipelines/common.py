@@ -28,7 +28,7 @@ class LakeResource(dg.ConfigurableResource):
     home: str
 
     def settings(self) -> Settings:
-        return Settings(home=Path(self.home))
+        return Settings(home=Path(self.home), lake_uri=self.root)
 
     def pseudonym_key(self) -> str:
         return self.settings().secret("pseudonym_key")

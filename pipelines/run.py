@@ -37,8 +37,13 @@ def dagster_home(settings: Settings) -> str:
 
 
 def run_pipeline(
-    settings: Settings, first: date | None = None, last: date | None = None
+    settings: Settings,
+    first: date | None = None,
+    last: date | None = None,
+    retrain: bool = False,
 ) -> dict[str, Any]:
+    """The lakehouse job over the days; with `retrain`, then the intent-retraining job
+    (review queues, candidates, the gate), as the nightly schedule runs it."""
     os.environ.setdefault("DAGSTER_HOME", dagster_home(settings))
     from dagster import DagsterInstance
 
@@ -46,8 +51,16 @@ def run_pipeline(
     from pipelines.common import RANGE_END_TAG, RANGE_START_TAG
     from pipelines.definitions import defs
 
-    days = bronze_days(settings.lake_root) or [datetime.now(UTC).date()]  # none yet: empty
-    first, last = first or days[0], last or days[-1]  # tables, so every mart exists
+    if retrain:  # the review queues and models live in PostgreSQL and Redis
+        from chatlake.embedded import Services
+
+        try:
+            Services(settings).endpoints()
+        except ChatlakeError as exc:
+            raise ChatlakeError(f"{exc} (or pass --no-retrain: the lakehouse alone)") from None
+    # no data yet: today, so that every table and mart exists (empty)
+    days = bronze_days(settings.lake_root) or [datetime.now(UTC).date()]
+    first, last = first or days[0], last or days[-1]
     if first > last:
         raise ChatlakeError(f"--from {first} is after --to {last}")
     job = defs().resolve_job_def("lakehouse")
@@ -68,8 +81,26 @@ def run_pipeline(
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
+    report: dict[str, Any] = {"success": result.success}
+    if retrain and result.success:
+        with DagsterInstance.get() as instance, _stdout_to_stderr():
+            retraining = (
+                defs().resolve_job_def("intent_retraining")
+                .execute_in_process(instance=instance, raise_on_error=False)
+            )  # fmt: skip
+        outcomes = [
+            e.step_materialization_data.materialization.metadata
+            for e in retraining.get_asset_materialization_events()
+            if e.asset_key is not None and e.asset_key.to_user_string() == "intent_models"
+        ]
+        report["success"] = retraining.success
+        report["retraining"] = {
+            "run_id": retraining.run_id,
+            "success": retraining.success,
+            **{k: v.value for k, v in (outcomes[0].items() if outcomes else [])},
+        }
     return {
-        "success": result.success,
+        **report,
         "run_id": result.run_id,
         "days": [first.isoformat(), last.isoformat()],
         "seconds": round(time.perf_counter() - started, 2),

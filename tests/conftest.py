@@ -71,3 +71,14 @@ def tenant(client: TestClient, admin_headers: dict[str, str]) -> TenantHandle:
 @pytest.fixture
 def other_tenant(client: TestClient, admin_headers: dict[str, str]) -> TenantHandle:
     return create_tenant(client, admin_headers, name="other")
+
+
+@pytest.fixture
+def own_lake(services: Services, tmp_path, monkeypatch) -> Iterator[Settings]:
+    """The session's servers with a lake and warehouse of this test's own, so that jobs
+    over the whole lake (retention) leave the session's untouched."""
+    monkeypatch.setenv("CHATLAKE_LAKE_URI", str(tmp_path / "lake"))
+    monkeypatch.setenv("CHATLAKE_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()

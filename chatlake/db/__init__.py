@@ -56,3 +56,20 @@ def owner_connection(url: str) -> Iterator[psycopg.Connection[DictRow]]:
     """A connection as the schema owner: migrations and platform-wide admin only."""
     with psycopg.connect(url, row_factory=dict_row) as conn:
         yield conn
+
+
+@contextmanager
+def tenant_connection(
+    url: str, tenant_id: UUID | str, snapshot: bool = False
+) -> Iterator[psycopg.Connection[DictRow]]:
+    """One transaction as the app role in which row-level security shows only
+    `tenant_id`'s rows: for jobs outside the API (the pipelines), same rules as the API.
+    `snapshot`: repeatable read, so every query sees the same snapshot."""
+    with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+        if conn.info.user != APP_ROLE:
+            conn.execute(f"set role {APP_ROLE}")
+        if snapshot:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            conn.execute("select set_config(%s, %s, true)", (TENANT_SETTING, str(tenant_id)))
+            yield conn

@@ -4,8 +4,8 @@ that keep the lake fast (compaction, checkpoints, vacuum) and within its retenti
 import dagster as dg
 from dagster import OpExecutionContext, SensorEvaluationContext
 
-from chatlake.settings import get_settings
-from lake.maintenance import apply_retention, maintain
+from compliance.retention import enforce_retention as retain
+from lake.maintenance import maintain
 from lake.silver import days_added_since
 from pipelines.common import DAILY, LakeResource, lake_resource
 
@@ -37,10 +37,18 @@ def maintain_lake(context: OpExecutionContext, lake: LakeResource) -> None:
         context.log.info(str(report))
 
 
-@dg.op
-def enforce_retention(context: OpExecutionContext, lake: LakeResource) -> None:
-    keep = get_settings().lake_retention_days
-    context.log.info(f"retention {keep} days: {apply_retention(lake.root, keep)}")
+@dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=30))
+def enforce_retention(context: OpExecutionContext, lake: LakeResource) -> dg.Output[None]:
+    """Each tenant's retention over the lake and the warehouse (compliance/retention.py)."""
+    report = retain(lake.settings())
+    context.log.info(str(report["tenants"]))
+    metadata = {
+        "lake_rows_deleted": {
+            name: table["rows_deleted"] for name, table in report["lake"].items()
+        },
+        "warehouse_rows_deleted": report["warehouse_rows_deleted"],
+    }
+    return dg.Output(None, metadata=metadata)
 
 
 @dg.job(description="Compact small files, checkpoint, vacuum: every lake table.")
@@ -48,7 +56,10 @@ def lake_maintenance() -> None:
     maintain_lake()
 
 
-@dg.job(description="Delete bronze and silver days older than CHATLAKE_LAKE_RETENTION_DAYS.")
+@dg.job(
+    description="Delete each tenant's days older than its retention_days (at most "
+    "CHATLAKE_LAKE_RETENTION_DAYS) from the lake and the per-person marts."
+)
 def lake_retention() -> None:
     enforce_retention()
 

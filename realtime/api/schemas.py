@@ -146,6 +146,9 @@ class TenantIn(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
     plan: str = Field(default="free", min_length=1, max_length=50)
+    retention_days: int = Field(
+        default=90, ge=1, le=36500, description="days of conversations the platform keeps"
+    )
 
     @field_validator("name")
     @classmethod
@@ -162,11 +165,19 @@ class TenantCreated(BaseModel):
     key_id: str
     plan: str
     rate_limit_per_minute: int
+    retention_days: int
 
 
 class TenantPatch(StrictModel):
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
     status: Literal["active", "suspended"] | None = None
+    retention_days: int | None = Field(default=None, ge=1, le=36500)
+
+
+class OwnTenantPatch(StrictModel):
+    """What a tenant may change about itself."""
+
+    retention_days: int = Field(ge=1, le=36500, description="days of conversations kept")
 
 
 class TenantOut(BaseModel):
@@ -176,6 +187,7 @@ class TenantOut(BaseModel):
     rate_limit_per_minute: int
     status: str
     created_at: str
+    retention_days: int
 
 
 class ApiKeyIn(StrictModel):
@@ -269,9 +281,45 @@ class ParseOut(BaseModel):
 class ModelOut(BaseModel):
     model_version: int
     active: bool
+    status: Literal["promoted", "rejected"] = Field(
+        default="promoted", description="what the promotion gate decided (API training: promoted)"
+    )
+    gate: dict[str, Any] | None = Field(
+        default=None, description="the gate's tolerances, decision and reasons"
+    )
     metrics: dict[str, Any]
     lineage: dict[str, Any]
     created_at: str | None = None
+
+
+class ReviewItem(BaseModel):
+    event_id: str
+    text: str = Field(description="the utterance, PII-masked")
+    intent: str | None = Field(description="what the model guessed (null: out of scope)")
+    confidence: float | None
+    language: str | None = None
+    occurrences: int = Field(description="how often this utterance (normalised) occurred")
+    reasons: list[str] = Field(description="low_confidence, fallback and/or handoff")
+    last_seen: datetime
+
+
+class ReviewList(BaseModel):
+    items: list[ReviewItem]
+
+
+class LabelIn(StrictModel):
+    event_id: str = Field(min_length=1, max_length=200)
+    intent: str = Field(
+        pattern=INTENT_NAME_PATTERN, description="an existing intent, a new one, or out_of_scope"
+    )
+    language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
+
+
+class LabelOut(BaseModel):
+    event_id: str
+    intent: str
+    language: str | None
+    new_intent: bool = Field(description="the label names an intent the tenant has no examples of")
 
 
 class ModelList(BaseModel):
@@ -444,6 +492,10 @@ class ErasureRequestOut(BaseModel):
     request_id: str
     status: Literal["running", "completed", "failed"]
     subject_digest: str = Field(description="SHA-256 of tenant and user id: never the id")
+    executor: Literal["dagster", "process", "cli"] | None = Field(
+        default=None, description="what carries the erasure out"
+    )
+    run_id: str | None = Field(default=None, description="the Dagster run (or process id)")
     created_at: datetime | None = None
     finished_at: datetime | None = None
     certificate: dict[str, Any] | None = None

@@ -15,8 +15,10 @@ from tests.utils.factories import TenantHandle, send
 CHATLAKE = str(Path(sys.executable).parent / "chatlake")
 
 
-def run(*args: str, home: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CHATLAKE_HOME": home}
+def run(
+    *args: str, home: str, check: bool = True, **env_vars: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHATLAKE_HOME": home, **env_vars}
     result = subprocess.run([CHATLAKE, *args], capture_output=True, text=True, env=env, timeout=120)
     if check:
         assert result.returncode == 0, result.stderr
@@ -55,6 +57,22 @@ def test_keys_can_be_issued_listed_and_revoked(services, home, client, tenant):
     assert client.get("/v1/tenant", headers=headers).status_code == 401
 
 
+def test_retention_is_set_and_enforced_from_the_cli(services, home, client, tmp_path):
+    created = json.loads(
+        run("tenants", "create", "keep-co", "--retention-days", "7", home=home).stdout
+    )
+    assert created["retention_days"] == 7
+    tenant = TenantHandle(created["tenant_id"], created["api_key"], created["key_id"])
+    run("tenants", "update", tenant.tenant_id, "--retention-days", "14", home=home)
+    assert client.get("/v1/tenant", headers=tenant.headers).json()["retention_days"] == 14
+    lake = {"CHATLAKE_LAKE_URI": str(tmp_path / "lake"),
+            "CHATLAKE_WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb")}  # fmt: skip
+    report = json.loads(run("lake", "retention", "--today", "2026-11-26", home=home, **lake).stdout)
+    assert report["tenants"][tenant.tenant_id] == {
+        "retention_days": 14, "before": "2026-11-12", "lake_rows_deleted": 0
+    }  # fmt: skip
+
+
 def test_migrate_twice_is_a_no_op(services, home):
     first = json.loads(run("migrate", home=home).stdout)
     assert first["from"] == first["to"]
@@ -69,6 +87,8 @@ def test_migrate_twice_is_a_no_op(services, home):
         ("tenants", "update", "00000000-0000-0000-0000-000000000000"),
         ("keys", "revoke", "nope", "--tenant", "00000000-0000-0000-0000-000000000000"),
         ("tenants", "create", "x", "--rate-limit", "zero"),
+        ("tenants", "create", "x", "--retention-days", "0"),
+        ("lake", "retention", "--today", "yesterday"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(services, home, args):
@@ -83,6 +103,9 @@ def test_commands_say_how_to_start_the_stores_when_they_are_not_running(tmp_path
     assert result.returncode == 1
     assert "chatlake services start" in result.stderr
     assert "Traceback" not in result.stderr
+    retraining = run("pipeline", "run", home=str(tmp_path), check=False)
+    assert retraining.returncode == 1 and "--no-retrain" in retraining.stderr
+    assert "Traceback" not in retraining.stderr
 
 
 def test_master_key_rotation_rewraps_stored_keys(services, home, client, tenant, endpoints):

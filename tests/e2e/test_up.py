@@ -110,7 +110,39 @@ def test_up_runs_the_dagster_code_location(tmp_path):
         sensors = {
             s["name"]: s["sensorState"]["status"] for s in answer["sensorsOrError"]["results"]
         }
-        assert sensors == {"bronze_landed": "RUNNING"}
+        assert sensors == {"bronze_landed": "RUNNING", "labels_arrived": "RUNNING"}
+
+        # An erasure request launches the erasure job on this Dagster, which certifies it.
+        headers = {"Authorization": "Bearer " + re.search(r"demo API key\s+(\S+)", output).group(1)}
+        api = f"http://127.0.0.1:{port}/v1"
+        sent = httpx.post(
+            f"{api}/messages", json={"user_id": "leaving", "text": "hi"}, headers=headers
+        )
+        assert sent.status_code == 200, sent.text
+        request = httpx.post(
+            f"{api}/compliance/erasure-requests", json={"user_id": "leaving"}, headers=headers
+        ).json()
+        assert request["executor"] == "dagster" and request["run_id"], request
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and request["status"] == "running":
+            time.sleep(1)
+            request = httpx.get(
+                f"{api}/compliance/erasure-requests/{request['request_id']}", headers=headers
+            ).json()
+        assert request["status"] == "completed", request
+        assert request["certificate"]["verification"]["passed"] is True
+        query = (
+            f'{{ runOrError(runId: "{request["run_id"]}") '
+            "{ ... on Run { jobName status runConfigYaml } } }"
+        )
+        run = {"status": "STARTED"}
+        while time.monotonic() < deadline and run["status"] in ("QUEUED", "STARTING", "STARTED"):
+            time.sleep(1)  # the run ends after it destroys the subject's key
+            run = httpx.post(
+                f"http://127.0.0.1:{dagster_port}/graphql", json={"query": query}, timeout=60
+            ).json()["data"]["runOrError"]
+        assert run["jobName"] == "erase_subject" and run["status"] == "SUCCESS", run
+        assert "leaving" not in run["runConfigYaml"]  # sealed, and its key is gone
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=90)

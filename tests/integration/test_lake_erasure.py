@@ -19,6 +19,7 @@ from compliance.pii import pseudonymize, tenant_pseudonym_key
 from lake.erasure import (
     SUBJECT_COLUMNS,
     erase_from_table,
+    log_mentions,
     readable_versions,
     subject_predicate,
     subject_remains,
@@ -116,3 +117,34 @@ def test_an_erasure_interrupted_after_its_delete_resumes_to_the_same_end(lake):
     assert report["rows_deleted"] == 0 and report["data_files_deleted"]
     assert _files_holding(Path(root, "bronze/messages"), "user_id", user) == []
     assert readable_versions(root, "bronze/messages") == [report["version_after"]]
+
+
+def test_log_lines_holding_unicode_line_separators_are_read_whole(lake):
+    """A commit's statistics carry texts as they are; JSON allows U+2028, U+0085 and
+    friends unescaped inside strings, and they must not split a commit line."""
+    root, tenant, _, user = lake
+    rng = np.random.default_rng(5)
+    messages, events = generate_day(datetime.now(UTC).date(), 20, [tenant], rng)
+    texts = ["\u2028 odd \x85 text \u2029 \x1c"] * messages.num_rows
+    messages = messages.set_column(messages.schema.get_field_index("text"), "text", [texts])
+    write_bronze(root, messages, events)
+    report = erase_from_table(root, "bronze/messages", tenant, user, "req-sep")
+    assert report["rows_deleted"] > 0
+    assert subject_remains(root, "bronze/messages", tenant, user) == 0
+
+
+def test_the_log_is_searched_for_exact_values_in_its_statistics(tmp_path):
+    root, tenant = str(tmp_path / "lake"), str(uuid4())
+    messages, events = generate_day(
+        datetime.now(UTC).date(), 20, [tenant], np.random.default_rng(9)
+    )
+    alone = messages.set_column(
+        messages.schema.get_field_index("user_id"), "user_id", [["cy"] * messages.num_rows]
+    )
+    texts = ["see our refund policy"] * messages.num_rows  # holds "cy", but is not "cy"
+    alone = alone.set_column(alone.schema.get_field_index("text"), "text", [texts])
+    write_bronze(root, alone, events)
+    assert log_mentions(root, "bronze/messages", tenant, ["cy"])  # min = max = "cy"
+    assert log_mentions(root, "bronze/messages", tenant, ["c"]) == []
+    erase_from_table(root, "bronze/messages", tenant, "cy", "req-exact")
+    assert log_mentions(root, "bronze/messages", tenant, ["cy"]) == []

@@ -46,7 +46,8 @@ def test_the_sensor_requests_a_run_for_each_day_that_got_data(lake, monkeypatch)
     assert [r.partition_key for r in later.run_requests] == [today.isoformat()]
 
 
-def test_maintenance_and_retention_jobs(lake):
+def test_maintenance_and_retention_jobs(own_lake):
+    lake = LakeResource(root=own_lake.lake_root, home=str(own_lake.home))
     today = datetime.now(UTC).date()
     rng = np.random.default_rng(5)
     old, recent = today - timedelta(days=500), today - timedelta(days=2)

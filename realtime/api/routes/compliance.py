@@ -1,16 +1,15 @@
 """Erasure requests (GDPR art. 17): accepted at once, carried out out of band.
 
-`POST` records the request (the subject only as a digest) and starts `chatlake erase` as
-a separate process, which erases, verifies and stores the certificate; `GET` reports the
-status and, once done, the certificate. The user id travels to that process in memory
-(its arguments), never through a file or a table.
+`POST` records the request (the subject only as a digest) and launches the `erase_subject`
+Dagster job, or a `chatlake erase` process when no Dagster webserver is configured
+(compliance/requests.py), which erases, verifies and stores the certificate; `GET`
+reports the status, what carries it out, and, once done, the certificate. The user id
+never reaches a file or a table in the clear.
 """
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -19,6 +18,7 @@ from fastapi import APIRouter, Response, status
 from chatlake.db import tenant_transaction
 from chatlake.tenants import record_audit
 from compliance.pii import subject_digest
+from compliance.requests import launch_erasure
 from realtime.api.deps import PlatformDep, TenantDep
 from realtime.api.errors import ApiError
 from realtime.api.schemas import ErasureIn, ErasureRequestOut, error_responses
@@ -44,14 +44,18 @@ async def request_erasure(
                values (%s, %s, %s, 'running', %s)""",
             (request_id, tenant.tenant_id, digest, tenant.actor),
         )
-    log = open(platform.settings.run_dir / f"erasure-{request_id}.log", "ab")
-    subprocess.Popen(
-        [sys.executable, "-m", "chatlake", "erase", "--tenant", tenant.tenant_id,
-         "--user", body.user_id, "--request-id", request_id, "--actor", tenant.actor],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    launched = await asyncio.to_thread(
+        launch_erasure, platform.settings, platform.redis_sync, tenant.tenant_id,
+        body.user_id, tenant.actor, request_id,
     )  # fmt: skip
-    log.close()
-    return ErasureRequestOut(request_id=request_id, status="running", subject_digest=digest)
+    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
+        await conn.execute(
+            "update erasure_requests set executor = %s, run_id = %s where request_id = %s",
+            (launched["executor"], launched["run_id"], request_id),
+        )
+    return ErasureRequestOut(
+        request_id=request_id, status="running", subject_digest=digest, **launched
+    )
 
 
 @router.post(
@@ -65,17 +69,9 @@ async def export_subject_bundle(body: ErasureIn, tenant: TenantDep, platform: Pl
     from compliance.export import export_subject
 
     digest = subject_digest(tenant.tenant_id, body.user_id)
-    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
-        cur = await conn.execute(
-            """select request_id, status, created_at::text, finished_at::text
-                 from erasure_requests where subject_digest = %s""",
-            (digest,),
-        )
-        requests = await cur.fetchall()
     data = await asyncio.to_thread(
-        export_subject, platform.settings.lake_root, platform.redis_sync, list(requests),
-        tenant.tenant_id, body.user_id,
-    )  # fmt: skip
+        export_subject, platform.settings, platform.redis_sync, tenant.tenant_id, body.user_id
+    )
     async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
         detail = {"subject_digest": digest}
         await record_audit(conn, tenant.tenant_id, tenant.actor, "compliance.export", None, detail)
@@ -92,7 +88,8 @@ async def export_subject_bundle(body: ErasureIn, tenant: TenantDep, platform: Pl
 async def get_erasure(request_id: str, tenant: TenantDep, platform: PlatformDep) -> Any:
     async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
         cur = await conn.execute(
-            """select request_id, status, subject_digest, created_at, finished_at, certificate
+            """select request_id, status, subject_digest, executor, run_id, created_at,
+                      finished_at, certificate
                  from erasure_requests where request_id = %s""",
             (request_id,),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated, Any
 
@@ -18,10 +19,14 @@ from realtime.api.schemas import (
     IntentIn,
     IntentList,
     IntentOut,
+    LabelIn,
+    LabelOut,
     ModelList,
     ModelOut,
     ParseIn,
     ParseOut,
+    ReviewItem,
+    ReviewList,
     TrainOut,
     error_responses,
 )
@@ -85,6 +90,43 @@ async def train(tenant: TenantDep, platform: PlatformDep) -> dict[str, Any]:
 async def parse(body: ParseIn, tenant: TenantDep, platform: PlatformDep) -> dict[str, Any]:
     """Intent (null when out of scope), ranking, entities and language of a text."""
     return await platform.intents.parse(tenant.tenant_id, body.text, body.language)
+
+
+@router.get("/nlu/review", response_model=ReviewList, responses=ERRORS)
+async def review_queue(
+    tenant: TenantDep,
+    platform: PlatformDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ReviewList:
+    """Recent utterances the live model was unsure of, that got a fallback reply or that
+    a handoff followed: de-duplicated, PII-masked, most frequent first (built by the
+    pipelines from the lake; `chatlake pipeline run` refreshes it)."""
+    from compliance.subject_keys import open_texts
+
+    rows = await platform.intents.review_items(tenant.tenant_id, limit)
+    texts = await asyncio.to_thread(
+        open_texts, platform.redis_sync, tenant.tenant_id,
+        [(row["user_key"], row["text_sealed"]) for row in rows],
+    )  # fmt: skip
+    return ReviewList(
+        items=[
+            ReviewItem(text=text, **{k: v for k, v in row.items()
+                                     if k not in ("user_key", "text_sealed")})
+            for row, text in zip(rows, texts, strict=True)
+            if text is not None  # its subject was erased since the queue was built
+        ]
+    )  # fmt: skip
+
+
+@router.post(
+    "/nlu/labels", status_code=status.HTTP_201_CREATED, response_model=LabelOut, responses=ERRORS
+)
+async def label(body: LabelIn, tenant: TenantDep, platform: PlatformDep) -> dict[str, Any]:
+    """Label a review item with an existing intent, a new one, or `out_of_scope`; the
+    next retraining learns it (if the promotion gate lets the candidate through)."""
+    return await platform.intents.label(
+        tenant.tenant_id, body.event_id, body.intent, body.language, tenant.actor
+    )
 
 
 @router.get("/nlu/models", response_model=ModelList, responses=ERRORS)

@@ -9,7 +9,14 @@ from fastapi import APIRouter, Depends, Query, status
 
 from realtime.api.deps import AdminDep, Credentials, PlatformDep, TenantDep
 from realtime.api.errors import ApiError
-from realtime.api.schemas import TenantCreated, TenantIn, TenantOut, TenantPatch, error_responses
+from realtime.api.schemas import (
+    OwnTenantPatch,
+    TenantCreated,
+    TenantIn,
+    TenantOut,
+    TenantPatch,
+    error_responses,
+)
 from realtime.auth import check_admin_token
 
 router = APIRouter(prefix="/v1", tags=["tenants"])
@@ -42,7 +49,7 @@ async def create_tenant(
     unless open sign-up is enabled."""
     rate_limit = body.rate_limit_per_minute or platform.settings.default_rate_limit
     tenant, issued = await platform.control.create_tenant(
-        body.name, rate_limit, plan=body.plan, actor=actor
+        body.name, rate_limit, plan=body.plan, actor=actor, retention_days=body.retention_days
     )
     return TenantCreated(
         tenant_id=tenant.tenant_id,
@@ -51,6 +58,7 @@ async def create_tenant(
         key_id=issued.key_id,
         plan=tenant.plan,
         rate_limit_per_minute=tenant.rate_limit_per_minute,
+        retention_days=tenant.retention_days,
     )
 
 
@@ -58,13 +66,16 @@ async def create_tenant(
     "/tenants/{tenant_id}", response_model=TenantOut, responses=ERRORS, dependencies=[AdminDep]
 )
 async def update_tenant(tenant_id: str, body: TenantPatch, platform: PlatformDep) -> TenantOut:
-    """Change a tenant's rate limit or status (platform admin)."""
+    """Change a tenant's rate limit, status or retention (platform admin)."""
     try:
         tenant_id = str(UUID(tenant_id))
     except ValueError:
         raise ApiError(404, f"tenant {tenant_id} not found") from None
     tenant = await platform.control.update_tenant(
-        tenant_id, rate_limit_per_minute=body.rate_limit_per_minute, status=body.status
+        tenant_id,
+        rate_limit_per_minute=body.rate_limit_per_minute,
+        status=body.status,
+        retention_days=body.retention_days,
     )
     return TenantOut(**tenant.public())
 
@@ -73,6 +84,18 @@ async def update_tenant(tenant_id: str, body: TenantPatch, platform: PlatformDep
 async def get_own_tenant(tenant: TenantDep, platform: PlatformDep) -> TenantOut:
     """The calling tenant."""
     return TenantOut(**(await platform.control.get_tenant(tenant.tenant_id)).public())
+
+
+@router.patch("/tenant", response_model=TenantOut, responses=ERRORS)
+async def update_own_tenant(
+    body: OwnTenantPatch, tenant: TenantDep, platform: PlatformDep
+) -> TenantOut:
+    """The calling tenant's retention: conversations older than `retention_days` are
+    deleted from the lake and the per-message marts by the nightly retention job."""
+    updated = await platform.control.update_tenant(
+        tenant.tenant_id, retention_days=body.retention_days, actor=tenant.actor
+    )
+    return TenantOut(**updated.public())
 
 
 @router.get("/audit-log", responses=ERRORS)

@@ -155,6 +155,9 @@ class IntentRegistry:
                 }
                 lineage = {
                     "examples_sha256": digest,
+                    # the same digest the retraining job computes (no labels here), so
+                    # the job knows this version saw exactly today's training set
+                    "training_set_sha256": digest,
                     "intents_updated_at": max((r["updated_at"] for r in intents), default=None),
                 }
                 await conn.execute(
@@ -171,7 +174,7 @@ class IntentRegistry:
     async def list_models(self, tenant_id: str) -> list[dict[str, Any]]:
         async with tenant_transaction(self.pool, tenant_id) as conn:
             cur = await conn.execute(
-                """select version, active, metrics, lineage, created_at
+                """select version, active, status, gate, metrics, lineage, created_at
                    from nlu_models order by version"""
             )
             rows = await cur.fetchall()
@@ -179,6 +182,8 @@ class IntentRegistry:
             {
                 "model_version": row["version"],
                 "active": row["active"],
+                "status": row["status"],
+                "gate": row["gate"],
                 "metrics": row["metrics"],
                 "lineage": row["lineage"],
                 "created_at": row["created_at"].isoformat(),
@@ -222,6 +227,54 @@ class IntentRegistry:
         self._models[(tenant_id, version)] = model
         while len(self._models) > CACHED_MODELS:
             self._models.popitem(last=False)
+
+    # --- the review queue and labels (built by the pipelines: pipelines/nlu.py) ----------
+
+    async def review_items(self, tenant_id: str, limit: int) -> list[dict[str, Any]]:
+        """The queue, most frequent first, texts still sealed (see compliance/subject_keys)."""
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            cur = await conn.execute(
+                """select event_id, user_key, text_sealed, intent, confidence, language,
+                          occurrences, reasons, last_seen
+                   from nlu_review_items order by occurrences desc, last_seen desc limit %s""",
+                (limit,),
+            )
+            return list(await cur.fetchall())
+
+    async def label(
+        self, tenant_id: str, event_id: str, intent: str, language: str | None, actor: str
+    ) -> dict[str, Any]:
+        """Label a review item (and every equal utterance grouped with it): the next
+        retraining learns it. The label keeps no text: training reads it from silver."""
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            cur = await conn.execute(
+                """select user_key, text_digest, language from nlu_review_items
+                   where event_id = %s""",
+                (event_id,),
+            )
+            item = await cur.fetchone()
+            if item is None:
+                raise NotFound(f"no review item {event_id}")
+            language = language or item["language"]
+            await conn.execute(
+                """insert into nlu_labels (tenant_id, event_id, intent, language, user_key,
+                                           text_digest, labelled_by)
+                   values (%s, %s, %s, %s, %s, %s, %s)
+                   on conflict (tenant_id, event_id) do update
+                   set intent = excluded.intent, language = excluded.language,
+                       labelled_by = excluded.labelled_by, created_at = now()""",
+                (tenant_id, event_id, intent, language, item["user_key"], item["text_digest"],
+                 actor),
+            )  # fmt: skip
+            await conn.execute(
+                "delete from nlu_review_items where text_digest = %s", (item["text_digest"],)
+            )
+            cur = await conn.execute("select 1 from intents where name = %s limit 1", (intent,))
+            new_intent = await cur.fetchone() is None
+            await record_audit(conn, tenant_id, actor, "nlu.labelled", event_id,
+                               {"intent": intent, "new_intent": new_intent})  # fmt: skip
+        return {"event_id": event_id, "intent": intent, "language": language,
+                "new_intent": new_intent}  # fmt: skip
 
     # --- parsing -----------------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""Retention: each tenant keeps `retention_days` of conversations (default 90), no tenant
+more than the platform's ceiling (`CHATLAKE_LAKE_RETENTION_DAYS`).
+
+Enforced nightly by the `lake_retention` job (and `chatlake lake retention`) with erasure's
+guarantees:
+- the lake: one DELETE per bronze and silver table over every tenant's expired days, then
+  the files that held them are deleted at once and the log is cleaned, so no older version
+  stays readable (lake/maintenance.py, lake/erasure.py);
+- the warehouse: the per-message and per-conversation marts (the ones with a `user_key`)
+  lose the same days, then the DuckDB file is rewritten. The daily aggregates
+  (`fct_tenant_daily`, `fct_intent_performance`, `fct_model_usage`) hold counts, no
+  person, and stay for trends and billing;
+- PostgreSQL: review-queue items last seen and labels made before the cutoff (the
+  utterances they point to have left silver, so training could not use them anyway);
+- Redis: conversation state expires on its own after `CHATLAKE_CONVERSATION_TTL_DAYS`
+  without activity;
+- the audit log: one `compliance.retention` entry per tenant that lost rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from chatlake.db import owner_connection
+from chatlake.embedded import Services
+from chatlake.settings import Settings
+from compliance.erasure import rewrite_warehouse_file
+from lake.maintenance import apply_retention
+
+PER_PERSON_MARTS = ("fct_messages", "fct_conversations")
+
+
+def tenant_retention(database_url: str) -> dict[str, int]:
+    """Every tenant's retention in days (read as the schema owner: a platform job)."""
+    with owner_connection(database_url) as conn:
+        rows = conn.execute("select tenant_id::text, retention_days from tenants").fetchall()
+    return {row["tenant_id"]: row["retention_days"] for row in rows}
+
+
+def expire_warehouse(settings: Settings, cutoffs: dict[str, date]) -> dict[str, int]:
+    """Delete the expired days of the per-person marts; rewrite the file if any went."""
+    import duckdb
+
+    deleted: dict[str, int] = {}
+    if not settings.warehouse.exists() or not cutoffs:
+        return deleted
+    with duckdb.connect(str(settings.warehouse)) as connection:
+        tables = {r[0] for r in connection.execute("show tables").fetchall()}
+        for table in PER_PERSON_MARTS:
+            if table not in tables:
+                continue
+            total = 0
+            for tenant, cutoff in cutoffs.items():
+                rows = connection.execute(
+                    f"delete from {table} where tenant_id = ? and day < ?", [tenant, cutoff]
+                ).fetchall()
+                total += int(rows[0][0]) if rows else 0
+            deleted[table] = total
+    if any(deleted.values()):
+        rewrite_warehouse_file(settings.warehouse)
+    return deleted
+
+
+def enforce_retention(
+    settings: Settings, today: date | None = None, actor: str = "retention-job"
+) -> dict[str, Any]:
+    """Apply every tenant's retention to the lake and the warehouse, and audit it."""
+    today = today or datetime.now(UTC).date()
+    database_url = Services(settings).endpoints().database_url
+    ceiling = settings.lake_retention_days
+    policies = tenant_retention(database_url)
+    effective = {tenant: min(days, ceiling) for tenant, days in policies.items()}
+    lake = apply_retention(settings.lake_root, ceiling, today, effective)
+    cutoffs = {tenant: today - timedelta(days=days) for tenant, days in effective.items()}
+    warehouse = expire_warehouse(settings, cutoffs)
+    by_tenant: dict[str, int] = {}
+    for report in lake.values():
+        for tenant, rows in report["by_tenant"].items():
+            by_tenant[tenant] = by_tenant.get(tenant, 0) + rows
+    postgresql: dict[str, dict[str, int]] = {}
+    with owner_connection(database_url) as conn:
+        for tenant, cutoff in cutoffs.items():
+            review = conn.execute(
+                "delete from nlu_review_items where tenant_id = %s and last_seen < %s",
+                (tenant, cutoff),
+            ).rowcount
+            labels = conn.execute(
+                "delete from nlu_labels where tenant_id = %s and created_at < %s", (tenant, cutoff)
+            ).rowcount
+            if review or labels:
+                postgresql[tenant] = {"nlu_review_items": review, "nlu_labels": labels}
+                by_tenant.setdefault(tenant, 0)
+        for tenant, rows in sorted(by_tenant.items()):
+            if tenant not in policies:
+                continue  # a partition left by a tenant that no longer exists
+            conn.execute(
+                """insert into audit_log (tenant_id, actor, action, target, detail)
+                   values (%s, %s, 'compliance.retention', %s, %s)""",
+                (tenant, actor, cutoffs[tenant].isoformat(),
+                 Jsonb({"retention_days": effective[tenant], "before": cutoffs[tenant].isoformat(),
+                        "lake_rows_deleted": rows,
+                        "postgresql_rows_deleted": postgresql.get(tenant, {})})),
+            )  # fmt: skip
+    return {
+        "today": today.isoformat(),
+        "ceiling_days": ceiling,
+        "tenants": {
+            tenant: {
+                "retention_days": days,
+                "before": cutoffs[tenant].isoformat(),
+                "lake_rows_deleted": by_tenant.get(tenant, 0),
+            }
+            for tenant, days in sorted(effective.items())
+        },
+        "lake": lake,
+        "warehouse_rows_deleted": warehouse,
+        "postgresql_rows_deleted": postgresql,
+    }

@@ -1,0 +1,59 @@
+"""The erasure job that an erasure request launches (compliance/requests.py): one op that
+erases, verifies and certifies, then destroys the key that opens the request's sealed
+subject. Visible in the Dagster UI with its outcome; a failed run is re-executed from the
+UI (the steps are idempotent and resume to the same end)."""
+
+import dagster as dg
+from dagster import OpExecutionContext
+
+from chatlake.embedded import Services
+from chatlake.keyspace import redis_sync_client
+from compliance.requests import ERASURE_JOB, forget_subject_key, open_subject, run_erasure
+from pipelines.common import LakeResource
+
+
+class ErasureConfig(dg.Config):
+    request_id: str
+    tenant_id: str
+    actor: str
+    sealed_subject: str  # the user id, sealed under a key that lives in Redis only
+
+
+@dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=10))
+def erase_subject_everywhere(
+    context: OpExecutionContext, config: ErasureConfig, lake: LakeResource
+) -> dg.Output[None]:
+    settings = lake.settings()
+    redis = redis_sync_client(Services(settings).endpoints().redis_url)
+    try:
+        user_id = open_subject(redis, config.tenant_id, config.request_id, config.sealed_subject)
+        certificate = run_erasure(
+            settings, config.tenant_id, user_id, config.actor, config.request_id
+        )
+        verification = certificate["verification"]
+        if not verification["passed"]:
+            raise dg.Failure(
+                description="verification found traces of the subject",
+                metadata={"found": verification["found"]},
+            )
+        forget_subject_key(redis, config.tenant_id, config.request_id)
+    finally:
+        redis.close()
+    context.log.info(f"erasure {config.request_id} certified")
+    return dg.Output(
+        None,
+        metadata={
+            "request_id": config.request_id,
+            "stores": sorted(certificate["stores"]),
+            "verification": "passed",
+        },
+    )
+
+
+@dg.job(
+    name=ERASURE_JOB,
+    description="Erase one data subject from every store, verify, certify (GDPR art. 17).",
+    tags={"chatlake/kind": "compliance"},
+)
+def erase_subject() -> None:
+    erase_subject_everywhere()
