@@ -13,7 +13,9 @@ guarantees:
 - PostgreSQL: review-queue items last seen and labels made before the cutoff (the
   utterances they point to have left silver, so training could not use them anyway);
 - Redis: conversation state expires on its own after `CHATLAKE_CONVERSATION_TTL_DAYS`
-  without activity;
+  without activity; a tenant that keeps fewer days loses its conversations idle for
+  longer (their state, recent messages and index entries), then the append-only file is
+  rewritten;
 - the audit log: one `compliance.retention` entry per tenant that lost rows.
 """
 
@@ -23,11 +25,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
+from redis import Redis
 
 from chatlake.db import owner_connection
 from chatlake.embedded import Services
+from chatlake.keyspace import TenantKeyspace, redis_sync_client
 from chatlake.settings import Settings
-from compliance.erasure import rewrite_warehouse_file
+from compliance.erasure import rewrite_aof, rewrite_warehouse_file
 from lake.maintenance import apply_retention
 
 PER_PERSON_MARTS = ("fct_messages", "fct_conversations")
@@ -64,6 +68,26 @@ def expire_warehouse(settings: Settings, cutoffs: dict[str, date]) -> dict[str, 
     return deleted
 
 
+def expire_redis(redis: Redis, tenant_id: str, cutoff: date) -> int:
+    """Delete the tenant's conversations idle since before `cutoff` (by their users'
+    activity indexes); returns how many went."""
+    keys = TenantKeyspace(tenant_id)
+    before_ms = int(datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC).timestamp() * 1000)
+    expired = 0
+    for index in redis.scan_iter(match=keys.user_conversations("*"), count=1000):
+        idle: Any = redis.zrangebyscore(index, "-inf", f"({before_ms}")
+        if not idle:
+            continue
+        doomed = []
+        for raw in idle:
+            conversation = raw.decode() if isinstance(raw, bytes) else str(raw)
+            doomed += [keys.conversation(conversation), keys.messages(conversation)]
+        redis.delete(*doomed)
+        redis.zremrangebyscore(index, "-inf", f"({before_ms}")
+        expired += len(idle)
+    return expired
+
+
 def enforce_retention(
     settings: Settings, today: date | None = None, actor: str = "retention-job"
 ) -> dict[str, Any]:
@@ -76,6 +100,19 @@ def enforce_retention(
     lake = apply_retention(settings.lake_root, ceiling, today, effective)
     cutoffs = {tenant: today - timedelta(days=days) for tenant, days in effective.items()}
     warehouse = expire_warehouse(settings, cutoffs)
+    redis_expired: dict[str, int] = {}
+    shorter = {t: c for t, c in cutoffs.items()
+               if effective[t] < settings.conversation_ttl_days}  # fmt: skip
+    if shorter:
+        redis = redis_sync_client(Services(settings).endpoints().redis_url)
+        try:
+            for tenant, cutoff in shorter.items():
+                if count := expire_redis(redis, tenant, cutoff):
+                    redis_expired[tenant] = count
+            if redis_expired:
+                rewrite_aof(redis)
+        finally:
+            redis.close()
     by_tenant: dict[str, int] = {}
     for report in lake.values():
         for tenant, rows in report["by_tenant"].items():
@@ -93,6 +130,8 @@ def enforce_retention(
             if review or labels:
                 postgresql[tenant] = {"nlu_review_items": review, "nlu_labels": labels}
                 by_tenant.setdefault(tenant, 0)
+        for tenant in redis_expired:
+            by_tenant.setdefault(tenant, 0)
         for tenant, rows in sorted(by_tenant.items()):
             if tenant not in policies:
                 continue  # a partition left by a tenant that no longer exists
@@ -102,7 +141,8 @@ def enforce_retention(
                 (tenant, actor, cutoffs[tenant].isoformat(),
                  Jsonb({"retention_days": effective[tenant], "before": cutoffs[tenant].isoformat(),
                         "lake_rows_deleted": rows,
-                        "postgresql_rows_deleted": postgresql.get(tenant, {})})),
+                        "postgresql_rows_deleted": postgresql.get(tenant, {}),
+                        "redis_conversations_deleted": redis_expired.get(tenant, 0)})),
             )  # fmt: skip
     return {
         "today": today.isoformat(),
@@ -118,4 +158,5 @@ def enforce_retention(
         "lake": lake,
         "warehouse_rows_deleted": warehouse,
         "postgresql_rows_deleted": postgresql,
+        "redis_conversations_deleted": redis_expired,
     }

@@ -1,42 +1,53 @@
 """Great Expectations suites for silver and the marts, validated in memory (an ephemeral
-context over a pandas batch: no project folder, no network)."""
+context over a pandas batch: no project folder, no network). Great Expectations is imported
+when a check first runs, not when the code location loads (it takes seconds), so runs
+that check nothing (erasure, retraining) start faster."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-
-import great_expectations as gx
 import pandas as pd
-from great_expectations.data_context.types.base import ProgressBarsConfig
+
+if TYPE_CHECKING:
+    import great_expectations as gx
 
 EMAIL = r"[\w.+-]+@[\w-]+\.[\w.-]+"
 PSEUDONYM = r"^[0-9a-f]{32}$"
 
 
+def _gx() -> ModuleType:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations
+
+    return great_expectations
+
+
 @cache
 def _context() -> Any:
     """One ephemeral context per process (GX needs an active one to build suites)."""
-    context = gx.get_context(mode="ephemeral")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = _gx().get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
 
 
 def _suite(name: str, expectations: list[Any]) -> gx.ExpectationSuite:
     _context()
-    suite = gx.ExpectationSuite(name=name)
+    suite = _gx().ExpectationSuite(name=name)
     for expectation in expectations:
         suite.add_expectation(expectation)
     return suite
 
 
 def silver_turns_suite() -> gx.ExpectationSuite:
-    e = gx.expectations
+    e = _gx().expectations
     return _suite("silver_turns", [
         e.ExpectColumnValuesToNotBeNull(column="event_id"),
         e.ExpectColumnValuesToBeUnique(column="event_id"),
@@ -51,7 +62,7 @@ def silver_turns_suite() -> gx.ExpectationSuite:
 
 
 def silver_events_suite() -> gx.ExpectationSuite:
-    e = gx.expectations
+    e = _gx().expectations
     return _suite("silver_conversation_events", [
         e.ExpectColumnValuesToNotBeNull(column="event_id"),
         e.ExpectColumnValuesToBeUnique(column="event_id"),
@@ -61,7 +72,7 @@ def silver_events_suite() -> gx.ExpectationSuite:
 
 
 def tenant_daily_suite() -> gx.ExpectationSuite:
-    e = gx.expectations
+    e = _gx().expectations
     rates = ["completion_rate", "escalation_rate", "fallback_rate"]
     return _suite("fct_tenant_daily", [
         e.ExpectCompoundColumnsToBeUnique(column_list=["tenant_id", "day"]),
@@ -79,7 +90,7 @@ def tenant_daily_suite() -> gx.ExpectationSuite:
 
 
 def conversations_suite() -> gx.ExpectationSuite:
-    e = gx.expectations
+    e = _gx().expectations
     return _suite("fct_conversations", [
         e.ExpectColumnValuesToBeUnique(column="conversation_id"),
         e.ExpectColumnValuesToBeInSet(column="status",

@@ -30,9 +30,30 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+# The instance's settings, written once (an operator's own edits are kept): runs queue and
+# are picked up within a second; one run at a time writes the DuckDB warehouse (DuckDB
+# takes one writer per file), others run beside it; no telemetry.
+INSTANCE_YAML = """\
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+    tag_concurrency_limits:
+      - key: chatlake/warehouse
+        limit: 1
+telemetry:
+  enabled: false
+"""
+WAREHOUSE_WRITER = {"chatlake/warehouse": "writer"}  # the tag of jobs that write it
+
+
 def dagster_home(settings: Settings) -> str:
     path = settings.home / "dagster"
     path.mkdir(parents=True, exist_ok=True)
+    instance = path / "dagster.yaml"
+    if not instance.exists():
+        instance.write_text(INSTANCE_YAML)
     return str(path)
 
 
@@ -83,22 +104,8 @@ def run_pipeline(
     }
     report: dict[str, Any] = {"success": result.success}
     if retrain and result.success:
-        with DagsterInstance.get() as instance, _stdout_to_stderr():
-            retraining = (
-                defs().resolve_job_def("intent_retraining")
-                .execute_in_process(instance=instance, raise_on_error=False)
-            )  # fmt: skip
-        outcomes = [
-            e.step_materialization_data.materialization.metadata
-            for e in retraining.get_asset_materialization_events()
-            if e.asset_key is not None and e.asset_key.to_user_string() == "intent_models"
-        ]
-        report["success"] = retraining.success
-        report["retraining"] = {
-            "run_id": retraining.run_id,
-            "success": retraining.success,
-            **{k: v.value for k, v in (outcomes[0].items() if outcomes else [])},
-        }
+        report["retraining"] = run_retraining(settings)
+        report["success"] = report["retraining"]["success"]
     return {
         **report,
         "run_id": result.run_id,
@@ -108,4 +115,30 @@ def run_pipeline(
         "checks_passed": sum(checks.values()),
         "checks_failed": sorted(name for name, passed in checks.items() if not passed),
         "warehouse": str(settings.warehouse),
+    }
+
+
+def run_retraining(settings: Settings) -> dict[str, Any]:
+    """The intent-retraining job in-process (review queues, candidates, the gate), as the
+    nightly schedule runs it; its outcome per tenant from the materialization."""
+    os.environ.setdefault("DAGSTER_HOME", dagster_home(settings))
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import defs
+
+    with DagsterInstance.get() as instance, _stdout_to_stderr():
+        result = (
+            defs()
+            .resolve_job_def("intent_retraining")
+            .execute_in_process(instance=instance, raise_on_error=False)
+        )
+    outcomes = [
+        e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key is not None and e.asset_key.to_user_string() == "intent_models"
+    ]
+    return {
+        "run_id": result.run_id,
+        "success": result.success,
+        **{k: v.value for k, v in (outcomes[0].items() if outcomes else [])},
     }

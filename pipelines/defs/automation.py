@@ -8,12 +8,14 @@ from compliance.retention import enforce_retention as retain
 from lake.maintenance import maintain
 from lake.silver import days_added_since
 from pipelines.common import DAILY, LakeResource, lake_resource
+from pipelines.run import WAREHOUSE_WRITER
 
 lakehouse = dg.define_asset_job(
     "lakehouse",
     selection=dg.AssetSelection.groups("silver", "warehouse_staging", "marts"),
     partitions_def=DAILY,
     description="silver, then the dbt warehouse, with their checks, for the given days.",
+    tags=WAREHOUSE_WRITER,
 )
 
 
@@ -58,7 +60,8 @@ def lake_maintenance() -> None:
 
 @dg.job(
     description="Delete each tenant's days older than its retention_days (at most "
-    "CHATLAKE_LAKE_RETENTION_DAYS) from the lake and the per-person marts."
+    "CHATLAKE_LAKE_RETENTION_DAYS) from the lake and the per-person marts.",
+    tags=WAREHOUSE_WRITER,
 )
 def lake_retention() -> None:
     enforce_retention()

@@ -10,6 +10,7 @@ from chatlake.embedded import Services
 from chatlake.keyspace import redis_sync_client
 from compliance.requests import ERASURE_JOB, forget_subject_key, open_subject, run_erasure
 from pipelines.common import LakeResource
+from pipelines.run import WAREHOUSE_WRITER
 
 
 class ErasureConfig(dg.Config):
@@ -53,7 +54,7 @@ def erase_subject_everywhere(
 @dg.job(
     name=ERASURE_JOB,
     description="Erase one data subject from every store, verify, certify (GDPR art. 17).",
-    tags={"chatlake/kind": "compliance"},
+    tags={"chatlake/kind": "compliance", **WAREHOUSE_WRITER},  # it rebuilds the marts
 )
 def erase_subject() -> None:
     erase_subject_everywhere()

@@ -10,12 +10,6 @@ from dagster import AssetExecutionContext, SensorEvaluationContext
 from chatlake.embedded import Services
 from chatlake.keyspace import redis_sync_client
 from pipelines.common import LakeResource, lake_resource
-from pipelines.nlu import (
-    build_review_queue,
-    retrain_tenant,
-    tenants_to_retrain,
-    tenants_with_silver,
-)
 
 GATE = "promotion_gate"
 
@@ -28,6 +22,8 @@ GATE = "promotion_gate"
     "de-duplicated, PII-masked and ranked, in PostgreSQL for GET /v1/nlu/review.",
 )
 def nlu_review_queue(context: AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    from pipelines.nlu import build_review_queue, tenants_with_silver  # loads scikit-learn
+
     settings = lake.settings()
     redis = redis_sync_client(Services(settings).endpoints().redis_url)
     try:
@@ -55,6 +51,8 @@ def nlu_review_queue(context: AssetExecutionContext, lake: LakeResource) -> dg.M
 def intent_models(
     context: AssetExecutionContext, lake: LakeResource
 ) -> Iterator[dg.Output[None] | dg.AssetCheckResult]:
+    from pipelines.nlu import retrain_tenant, tenants_to_retrain
+
     settings = lake.settings()
     redis = redis_sync_client(Services(settings).endpoints().redis_url)
     try:

@@ -13,11 +13,12 @@ import numpy as np
 from deltalake import DeltaTable
 
 from bench.pipeline import generate_day, write_bronze
+from chatlake.keyspace import TenantKeyspace, redis_sync_client
 from lake.erasure import readable_versions
 from pipelines.common import LakeResource
 from pipelines.defs.automation import lake_retention
 from pipelines.run import run_pipeline
-from tests.utils.factories import create_tenant
+from tests.utils.factories import create_tenant, send
 
 
 def _days(root: str, name: str) -> dict[str, set]:
@@ -45,10 +46,20 @@ def test_retention_is_set_per_tenant_and_rejects_bad_values(client, admin_header
     assert {"retention_days": 45} in changes and {"retention_days": 30} in changes
 
 
-def test_the_retention_job_keeps_each_tenant_its_own_days(client, admin_headers, own_lake):
+def test_the_retention_job_keeps_each_tenant_its_own_days(
+    client, admin_headers, own_lake, endpoints
+):
     settings = own_lake
     short, normal = create_tenant(client, admin_headers), create_tenant(client, admin_headers)
     client.patch("/v1/tenant", json={"retention_days": 30}, headers=short.headers)
+    # two live conversations in Redis; one has been idle for 40 days (its last activity
+    # moved back, as 40 days of waiting would leave it)
+    idle = send(client, short, "hello", user_id="idle").json()["conversation_id"]
+    active = send(client, short, "hello", user_id="active").json()["conversation_id"]
+    keys = TenantKeyspace(short.tenant_id)
+    redis = redis_sync_client(endpoints.redis_url)
+    forty_days_ago = (datetime.now(UTC) - timedelta(days=40)).timestamp() * 1000
+    redis.zadd(keys.user_conversations("idle"), {idle: forty_days_ago}, xx=True)
     stranger = str(uuid4())  # partitions of a tenant the control plane does not know
     today = datetime.now(UTC).date()
     recent, older, oldest = (today - timedelta(days=n) for n in (10, 60, 120))
@@ -106,6 +117,13 @@ def test_the_retention_job_keeps_each_tenant_its_own_days(client, admin_headers,
         retained = [e for e in entries if e["action"] == "compliance.retention"]
         assert len(retained) == 1
         assert retained[0]["detail"]["lake_rows_deleted"] >= expiring[tenant.tenant_id] > 0
+
+    assert not redis.exists(keys.conversation(idle), keys.messages(idle))
+    assert redis.exists(keys.conversation(active)) == 1  # idle for less than 30 days
+    entries = client.get("/v1/audit-log", headers=short.headers).json()["entries"]
+    detail = next(e["detail"] for e in entries if e["action"] == "compliance.retention")
+    assert detail["redis_conversations_deleted"] == 1
+    redis.close()
 
     # run again: nothing more to delete, nothing audited twice
     assert lake_retention.execute_in_process(resources={"lake": resource}).success
