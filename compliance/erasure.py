@@ -329,35 +329,59 @@ def erase(
     # The days to rebuild must survive a crash after the lake no longer shows them: they
     # ride on the in-progress mark (days only: no identifier may sit in Redis's files).
     conversations, lake_days = _subject_in_lake(settings.lake_root, tenant_id, user_id)
+    # What an interrupted run of this request did rides on the mark too (counts and file
+    # names only): a rerun skips the steps it finished, and the certificate of the run
+    # that finishes covers every run.
     previous: Any = redis.get(mark)
     try:
-        remembered = orjson.loads(previous).get("days", []) if previous else []
-    except (orjson.JSONDecodeError, AttributeError):
-        remembered = []
-    days = sorted(set(remembered) | lake_days | set(_warehouse_days(settings, pseudonym)))
-    redis.set(mark, orjson.dumps({"request_id": request_id, "days": days}), ex=ERASING_SECONDS)
+        remembered = orjson.loads(previous) if previous else {}
+    except orjson.JSONDecodeError:
+        remembered = {}
+    if remembered.get("request_id") != request_id:
+        remembered = {"days": remembered.get("days", [])}  # another request's: days only
+    days = sorted(set(remembered.get("days", [])) | lake_days
+                  | set(_warehouse_days(settings, pseudonym)))  # fmt: skip
+    earlier: dict[str, Any] = remembered.get("stores", {})
+    counted = max(len(conversations), int(remembered.get("conversations", 0)))
+    stores: dict[str, Any] = {}
+
+    def remember() -> None:
+        state = {"request_id": request_id, "days": days, "conversations": counted,
+                 "stores": stores}  # fmt: skip
+        redis.set(mark, orjson.dumps(state), ex=ERASING_SECONDS)
+
+    remember()
     failpoint("marked")
-    try:
-        index = TenantKeyspace(tenant_id).user_conversations(user_id)
-        conversations.update(_strings(redis.zrange(index, 0, -1)))
-        stores: dict[str, Any] = {"redis": erase_redis(redis, tenant_id, user_id, pseudonym)}
-        failpoint("redis_erased")
-        stores["lake"] = erase_lake(settings.lake_root, tenant_id, user_id, pseudonym, request_id)
-        failpoint("lake_erased")
-        stores["warehouse"] = rebuild_warehouse(settings, days, pseudonym)
-        failpoint("warehouse_rebuilt")
-        database_url = Services(settings).endpoints().database_url
-        stores["postgresql"] = erase_postgresql(database_url, tenant_id, pseudonym)
-        verification = verify(settings, redis, tenant_id, user_id, pseudonym, conversations)
-    finally:
-        redis.delete(mark)
+    index = TenantKeyspace(tenant_id).user_conversations(user_id)
+    conversations.update(_strings(redis.zrange(index, 0, -1)))
+    counted = max(counted, len(conversations))
+    steps = (
+        ("redis", lambda: erase_redis(redis, tenant_id, user_id, pseudonym), "redis_erased"),
+        ("lake", lambda: erase_lake(settings.lake_root, tenant_id, user_id, pseudonym,
+                                    request_id), "lake_erased"),
+        ("warehouse", lambda: rebuild_warehouse(settings, days, pseudonym), "warehouse_rebuilt"),
+        ("postgresql", lambda: erase_postgresql(
+            Services(settings).endpoints().database_url, tenant_id, pseudonym), None),
+    )  # fmt: skip
+    for name, step, crash_point in steps:
+        if name in earlier:  # done by an interrupted run: the mark refuses the subject's
+            stores[name] = earlier[name]  # messages since, so nothing new reached it
+            continue
+        stores[name] = step()
+        remember()
+        if crash_point:
+            failpoint(crash_point)
+    verification = verify(settings, redis, tenant_id, user_id, pseudonym, conversations)
+    # The mark stays until the caller has stored the certificate (compliance/requests.py):
+    # after a crash or a failure the subject's messages stay refused and a rerun of the
+    # request resumes with what is remembered (or the mark expires).
     return {
         "request_id": request_id,
         "tenant_id": tenant_id,
         "subject_digest": subject_digest(tenant_id, user_id),
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
-        "conversations": len(conversations),
+        "conversations": counted,
         "stores": stores,
         "verification": verification,
     }

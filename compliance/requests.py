@@ -28,7 +28,7 @@ from chatlake.embedded import Services
 from chatlake.errors import ChatlakeError
 from chatlake.keyspace import TenantKeyspace, redis_sync_client
 from chatlake.settings import Settings
-from compliance.erasure import erase, rewrite_aof, subject_digest
+from compliance.erasure import erase, erasing_key, rewrite_aof, subject_digest
 from lake.erasure import failpoint
 
 log = logging.getLogger(__name__)
@@ -138,16 +138,18 @@ def run_erasure(
         conn.commit()
     redis = redis_sync_client(endpoints.redis_url)
     try:
-        certificate = erase(settings, redis, tenant_id, user_id, request_id)
-        failpoint("verified")  # a crash before the certificate is stored: run again
-    except Exception as exc:
-        _finish(endpoints.database_url, request_id, tenant_id, actor, "failed",
-                {"error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
-        raise
+        try:
+            certificate = erase(settings, redis, tenant_id, user_id, request_id)
+            failpoint("verified")  # a crash before the certificate is stored: run again
+        except Exception as exc:
+            _finish(endpoints.database_url, request_id, tenant_id, actor, "failed",
+                    {"error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+            raise
+        status = "completed" if certificate["verification"]["passed"] else "failed"
+        _finish(endpoints.database_url, request_id, tenant_id, actor, status, certificate)
+        redis.delete(erasing_key(tenant_id, user_id))  # stored: the subject may come back
     finally:
         redis.close()
-    status = "completed" if certificate["verification"]["passed"] else "failed"
-    _finish(endpoints.database_url, request_id, tenant_id, actor, status, certificate)
     return certificate
 
 

@@ -136,6 +136,7 @@ def erase_from_table(
         return {"table": name, "exists": False}
     column = SUBJECT_COLUMNS[name]
     before = table.version()
+    earlier = _rows_deleted_by(table, request_id)  # by an interrupted run of this request
     metrics = table.delete(
         subject_predicate(tenant_id, column, subject, request_id),
         commit_properties=CommitProperties(custom_metadata={"erasure_request": request_id}),
@@ -149,10 +150,21 @@ def erase_from_table(
         "exists": True,
         "version_before": before,
         "version_after": table.version(),
-        "rows_deleted": deleted_rows,
+        "rows_deleted": deleted_rows + earlier,
         "data_files_deleted": deleted_files,
         "log_files_deleted": len(log_files),
     }
+
+
+def _rows_deleted_by(table: DeltaTable, request_id: str) -> int:
+    """Rows that DELETE commits of this request still in the log removed (a run killed
+    between its DELETE and the log clean-up leaves its commit there)."""
+    total = 0
+    for commit in table.history():
+        if commit.get("erasure_request") == request_id and commit.get("operation") == "DELETE":
+            metrics = commit.get("operationMetrics") or {}
+            total += int(metrics.get("num_deleted_rows", 0))
+    return total
 
 
 def scrub_partitions(table: DeltaTable, tenant_ids: list[str]) -> list[str]:

@@ -12,7 +12,7 @@ from uuid import uuid4
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from deltalake import DeltaTable
+from deltalake import CommitProperties, DeltaTable
 
 from bench.pipeline import generate_day, write_bronze
 from compliance.pii import pseudonymize, tenant_pseudonym_key
@@ -103,18 +103,26 @@ def test_erasure_leaves_no_trace_and_everyone_else_intact(lake):
         table_dir = Path(root, name)
         assert _files_holding(table_dir, SUBJECT_COLUMNS[name], subjects[name]) == [], name
 
-    again = erase_from_table(root, "bronze/messages", tenant, user, "req-1")
-    assert again["rows_deleted"] == 0 and again["data_files_deleted"] == []
+    again = erase_from_table(root, "bronze/messages", tenant, user, "req-1")  # a rerun
+    assert again["rows_deleted"] == held["bronze/messages"]  # what the request removed
+    assert again["data_files_deleted"] == []
+    later = erase_from_table(root, "bronze/messages", tenant, user, "req-later")
+    assert later["rows_deleted"] == 0
     assert _others(root, "bronze/messages", tenant, user) == before["bronze/messages"]
 
 
 def test_an_erasure_interrupted_after_its_delete_resumes_to_the_same_end(lake):
     root, tenant, _, user = lake
+    held = subject_remains(root, "bronze/messages", tenant, user)
     table = DeltaTable(f"{root}/bronze/messages")
-    table.delete(subject_predicate(tenant, "user_id", user, "req-2"))  # then the process died
+    table.delete(  # as erase_from_table does it, then the process died
+        subject_predicate(tenant, "user_id", user, "req-2"),
+        commit_properties=CommitProperties(custom_metadata={"erasure_request": "req-2"}),
+    )
     assert unreferenced_files(table, tenant)  # the subject's old files are still on disk
     report = erase_from_table(root, "bronze/messages", tenant, user, "req-2")
-    assert report["rows_deleted"] == 0 and report["data_files_deleted"]
+    # the report counts what the interrupted run's DELETE removed
+    assert report["rows_deleted"] == held > 0 and report["data_files_deleted"]
     assert _files_holding(Path(root, "bronze/messages"), "user_id", user) == []
     assert readable_versions(root, "bronze/messages") == [report["version_after"]]
 
