@@ -147,7 +147,9 @@ def run_erasure(
             raise
         status = "completed" if certificate["verification"]["passed"] else "failed"
         _finish(endpoints.database_url, request_id, tenant_id, actor, status, certificate)
-        redis.delete(erasing_key(tenant_id, user_id))  # stored: the subject may come back
+        mark: Any = redis.get(erasing_key(tenant_id, user_id))
+        if mark is None or orjson.loads(mark).get("request_id") == request_id:
+            redis.delete(erasing_key(tenant_id, user_id))  # stored: the subject may return
     finally:
         redis.close()
     return certificate

@@ -32,6 +32,7 @@ from chatlake.embedded import Services
 from chatlake.keyspace import TenantKeyspace, redis_sync_client
 from chatlake.settings import Settings
 from compliance.erasure import rewrite_aof, rewrite_warehouse_file
+from compliance.subject_keys import prune_subject_keys
 from lake.maintenance import apply_retention
 
 PER_PERSON_MARTS = ("fct_messages", "fct_conversations")
@@ -132,6 +133,17 @@ def enforce_retention(
                 by_tenant.setdefault(tenant, 0)
         for tenant in redis_expired:
             by_tenant.setdefault(tenant, 0)
+        holding = {tenant: {row["user_key"] for row in conn.execute(
+            "select distinct user_key from nlu_review_items where tenant_id = %s", (tenant,))}
+            for tenant in postgresql}  # fmt: skip
+    if holding:  # expired review texts: destroy the keys that could open old copies
+        redis = redis_sync_client(Services(settings).endpoints().redis_url)
+        try:
+            if sum(prune_subject_keys(redis, t, keep) for t, keep in holding.items()):
+                rewrite_aof(redis)
+        finally:
+            redis.close()
+    with owner_connection(database_url) as conn:
         for tenant, rows in sorted(by_tenant.items()):
             if tenant not in policies:
                 continue  # a partition left by a tenant that no longer exists

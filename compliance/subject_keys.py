@@ -50,6 +50,16 @@ def open_texts(redis: Redis, tenant_id: str, items: list[tuple[str, bytes]]) -> 
     return opened
 
 
+def prune_subject_keys(redis: Redis, tenant_id: str, keep: set[str]) -> int:
+    """Destroy the keys of subjects with no sealed text left (the review queue was rebuilt
+    without them, or retention took their items): copies PostgreSQL still keeps become
+    unreadable, as after an erasure. The caller rewrites the append-only file."""
+    hash_name = TenantKeyspace(tenant_id).subject_keys
+    found: Any = redis.hkeys(hash_name)
+    stale = [k for k in found if (k.decode() if isinstance(k, bytes) else k) not in keep]
+    return int(redis.hdel(hash_name, *stale)) if stale else 0
+
+
 def destroy_subject_key(redis: Redis, tenant_id: str, user_key: str) -> bool:
     """Forget the subject's key (the caller rewrites the append-only file)."""
     return bool(redis.hdel(TenantKeyspace(tenant_id).subject_keys, user_key))

@@ -44,7 +44,7 @@ from chatlake.db import owner_connection, tenant_connection
 from chatlake.keyspace import TenantKeyspace
 from chatlake.settings import Settings
 from compliance.pii import tenant_pseudonym_key
-from compliance.subject_keys import seal_texts
+from compliance.subject_keys import prune_subject_keys, seal_texts
 from lake.readers import tenant_dataset
 from lake.writer import open_table, table_uri
 from realtime.engine.nlu.classifier import OUT_OF_SCOPE, IntentModel
@@ -180,7 +180,12 @@ def build_review_queue(settings: Settings, redis: Redis, tenant_id: str) -> dict
                   i["intent"], i["confidence"], i["reasons"], i["occurrences"], i["last_seen"])
                  for i, s in zip(items, sealed, strict=True)],
             )  # fmt: skip
-    return {"utterances": candidates.height, "items": len(items)}
+    pruned = prune_subject_keys(redis, tenant_id, {i["user_key"] for i in items})
+    if pruned:  # their texts left the queue: destroy what could still open old copies
+        from compliance.erasure import rewrite_aof
+
+        rewrite_aof(redis)
+    return {"utterances": candidates.height, "items": len(items), "keys_destroyed": pruned}
 
 
 # --- the training set -------------------------------------------------------------------
@@ -335,12 +340,20 @@ def retrain_tenant(settings: Settings, redis: Redis, tenant_id: str) -> dict[str
         live_row = conn.execute(
             "select version, artifact_uri, lineage from nlu_models where active"
         ).fetchone()
+        judged = conn.execute(
+            """select version from nlu_models where lineage->>'training_set_sha256' = %s
+               order by version desc limit 1""",
+            (lineage["training_set_sha256"],),
+        ).fetchone()
     if (
         live_row
         and live_row["lineage"].get("training_set_sha256") == lineage["training_set_sha256"]
     ):
         unchanged = f"training set unchanged since version {live_row['version']}"
         return {"tenant_id": tenant_id, "outcome": "skipped", "reason": unchanged}
+    if judged:  # a candidate from this very training set was gated already (rejected)
+        seen = f"training set already judged as version {judged['version']}"
+        return {"tenant_id": tenant_id, "outcome": "skipped", "reason": seen}
     started = time.perf_counter()
     candidate = _train(everything, data["entities"])
     if candidate is None:
@@ -437,9 +450,15 @@ def tenants_to_retrain(settings: Settings) -> list[str]:
     return [row["t"] for row in rows]
 
 
-def tenants_with_silver(lake_root: str) -> list[str]:
-    table = open_table(table_uri(lake_root, TURNS))
+def tenants_with_silver(settings: Settings) -> list[str]:
+    """Active tenants with silver partitions (not those of tenants no longer known)."""
+    from chatlake.embedded import Services
+
+    table = open_table(table_uri(settings.lake_root, TURNS))
     if table is None:
         return []
-    actions = table.get_add_actions(flatten=True)
-    return sorted(set(actions["partition.tenant_id"].to_pylist()))
+    in_lake = set(table.get_add_actions(flatten=True)["partition.tenant_id"].to_pylist())
+    with owner_connection(Services(settings).endpoints().database_url) as conn:
+        rows = conn.execute("select tenant_id::text as t from tenants where status = 'active'")
+        active = {row["t"] for row in rows}
+    return sorted(in_lake & active)

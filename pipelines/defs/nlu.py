@@ -10,6 +10,7 @@ from dagster import AssetExecutionContext, SensorEvaluationContext
 from chatlake.embedded import Services
 from chatlake.keyspace import redis_sync_client
 from pipelines.common import LakeResource, lake_resource
+from pipelines.run import WAREHOUSE_WRITER
 
 GATE = "promotion_gate"
 
@@ -26,8 +27,15 @@ def nlu_review_queue(context: AssetExecutionContext, lake: LakeResource) -> dg.M
 
     settings = lake.settings()
     redis = redis_sync_client(Services(settings).endpoints().redis_url)
+    built: dict[str, dict[str, int]] = {}
+    failed: dict[str, str] = {}
     try:
-        built = {t: build_review_queue(settings, redis, t) for t in tenants_with_silver(lake.root)}
+        for tenant in tenants_with_silver(settings):
+            try:
+                built[tenant] = build_review_queue(settings, redis, tenant)
+            except Exception as exc:  # one tenant's failure must not stop the others
+                failed[tenant] = f"{type(exc).__name__}: {exc}"
+                context.log.error(f"review queue of {tenant}: {failed[tenant]}")
     finally:
         redis.close()
     context.log.info(f"review queues: {built}")
@@ -36,6 +44,7 @@ def nlu_review_queue(context: AssetExecutionContext, lake: LakeResource) -> dg.M
             "tenants": len(built),
             "items": sum(b["items"] for b in built.values()),
             "utterances_flagged": sum(b["utterances"] for b in built.values()),
+            "failed": failed,
         }
     )
 
@@ -55,8 +64,14 @@ def intent_models(
 
     settings = lake.settings()
     redis = redis_sync_client(Services(settings).endpoints().redis_url)
+    outcomes = []
     try:
-        outcomes = [retrain_tenant(settings, redis, t) for t in tenants_to_retrain(settings)]
+        for tenant in tenants_to_retrain(settings):
+            try:
+                outcomes.append(retrain_tenant(settings, redis, tenant))
+            except Exception as exc:  # one tenant's failure must not stop the others
+                outcomes.append({"tenant_id": tenant, "outcome": "failed",
+                                 "reason": f"{type(exc).__name__}: {exc}"})  # fmt: skip
     finally:
         redis.close()
     for outcome in outcomes:
@@ -85,6 +100,7 @@ intent_retraining = dg.define_asset_job(
     "intent_retraining",
     selection=dg.AssetSelection.groups("nlu"),
     description="Rebuild the review queues, then train, gate and promote intent models.",
+    tags=WAREHOUSE_WRITER,  # never beside an erasure run (they share this limit of one)
 )
 
 retraining_schedule = dg.ScheduleDefinition(

@@ -8,6 +8,7 @@ import pytest
 from chatlake.errors import ChatlakeError
 from chatlake.keyspace import redis_sync_client
 from compliance.requests import forget_subject_key, open_subject, seal_subject
+from compliance.subject_keys import open_texts, prune_subject_keys, seal_texts
 
 
 @pytest.fixture
@@ -28,3 +29,16 @@ def test_a_sealed_subject_opens_until_its_key_is_destroyed(redis):
     with pytest.raises(ChatlakeError, match="is gone"):
         open_subject(redis, "t-seal", "req-1", sealed)
     assert open_subject(redis, "t-seal", "req-2", other) == "bob"
+
+
+def test_subject_keys_of_texts_no_longer_kept_are_destroyed(redis):
+    sealed = seal_texts(redis, "t-prune", [("kept", "hello"), ("gone", "bye")])
+    assert open_texts(redis, "t-prune", [("kept", sealed[0]), ("gone", sealed[1])]) == [
+        "hello",
+        "bye",
+    ]
+    assert prune_subject_keys(redis, "t-prune", {"kept"}) == 1
+    assert open_texts(redis, "t-prune", [("kept", sealed[0]), ("gone", sealed[1])]) == [
+        "hello",
+        None,
+    ]

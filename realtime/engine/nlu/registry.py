@@ -135,6 +135,10 @@ class IntentRegistry:
                 raise TrainingError(str(exc)) from None
             seconds = time.perf_counter() - started
             async with tenant_transaction(self.pool, tenant_id) as conn:
+                # the retraining job takes the same lock: one version number, one folder
+                await conn.execute(
+                    "select pg_advisory_xact_lock(hashtext(%s))", (f"nlu-models:{tenant_id}",)
+                )
                 cur = await conn.execute(
                     "select coalesce(max(version), 0) + 1 as v from nlu_models"
                 )
