@@ -134,7 +134,7 @@ def _pipeline_run(home: str, *args: str) -> tuple[dict[str, Any], float]:
         env.pop(name, None)  # the bench's own lake and warehouse, under its temporary home
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "chatlake", "pipeline", "run", "--no-retrain", *args],
+        [sys.executable, "-m", "chatlake", "pipeline", "run", "--no-retrain", "--no-bill", *args],
         capture_output=True, text=True, env=env, cwd=BENCH_DIR.parent, timeout=3600,
     )  # fmt: skip
     elapsed = time.perf_counter() - started

@@ -210,7 +210,7 @@ def _bench_tenant_key(settings: Settings, name: str) -> str:
 
     async def create(control: Any) -> str:
         _, issued = await control.create_tenant(
-            f"{name}-{int(time.time())}", 10_000_000, plan="bench", actor="bench"
+            f"{name}-{int(time.time())}", 10_000_000, plan=settings.default_plan, actor="bench"
         )
         return str(issued.api_key)
 

@@ -43,6 +43,10 @@ app.add_typer(secrets_app, name="secrets")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
+users_app = typer.Typer(help="Tenant users of the dashboards.", no_args_is_help=True)
+billing_app = typer.Typer(help="Invoices (pipelines/billing.py).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(billing_app, name="billing")
 
 
 def emit(payload: Any) -> None:
@@ -67,21 +71,36 @@ def up(
         bool, typer.Option("--no-dashboards", help="Do not start Streamlit")
     ] = False,
     dagster_port: Annotated[int, typer.Option(help="Dagster webserver port")] = 3000,
+    dashboards_port: Annotated[int, typer.Option(help="Streamlit dashboards port")] = 8501,
+    no_seed: Annotated[
+        bool,
+        typer.Option(
+            "--no-seed", help="Do not seed the demo tenant's conversations on first start"
+        ),
+    ] = False,
 ) -> None:
-    """Start everything: stores, migrations, demo tenant, API, ingest, Dagster. Ctrl-C stops
-    it all."""
+    """Start everything: stores, migrations, the demo tenant (seeded with a few days of
+    conversations on first start), API, ingest, Dagster, dashboards. Ctrl-C stops it all."""
+    import signal
+
     from chatlake.launcher import Launcher, banner
 
+    # Ctrl-C stops everything, even when `up` was started from something that ignores
+    # SIGINT (a shell's background job, nohup)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = get_settings()
     launcher = Launcher(
         settings, port, workers, dagster=not no_dagster, dashboards=not no_dashboards,
-        dagster_port=dagster_port,
+        dagster_port=dagster_port, dashboards_port=dashboards_port, seed=not no_seed,
     )  # fmt: skip
     code = 1
     try:
         started = launcher.start()
         shown_port = None if no_dagster else dagster_port
-        typer.echo(banner(settings, port, started["demo"], settings.run_dir, shown_port))
+        typer.echo(
+            banner(settings, port, started["demo"], settings.run_dir, shown_port,
+                   None if no_dashboards else dashboards_port)
+        )  # fmt: skip
         code = launcher.wait()
     finally:
         typer.echo("stopping…", err=True)
@@ -278,15 +297,25 @@ def pipeline_run(
             help="Then rebuild the review queues and retrain intent models (needs the stores)",
         ),
     ] = True,
+    bill: Annotated[
+        bool,
+        typer.Option(
+            "--bill/--no-bill",
+            help="Then bring the window's and the current month's draft invoices up to date "
+            "(needs the stores)",
+        ),
+    ] = True,
 ) -> None:
     """Materialize silver, the dbt warehouse and their checks in-process, for every day
     with bronze data (or --from/--to), as the sensor-triggered runs would; then the review
-    queues and the intent models (trained, gated, promoted or rejected)."""
+    queues and the intent models (trained, gated, promoted or rejected); then the draft
+    invoices."""
     from pipelines.run import run_pipeline
 
     result = run_pipeline(
-        get_settings(), _day(from_day, "--from"), _day(to_day, "--to"), retrain=retrain
-    )
+        get_settings(), _day(from_day, "--from"), _day(to_day, "--to"), retrain=retrain,
+        bill=bill,
+    )  # fmt: skip
     emit(result)
     if not result["success"]:
         raise typer.Exit(1)
@@ -362,15 +391,19 @@ def tenants_create(
     rate_limit: Annotated[
         int | None, typer.Option("--rate-limit", min=1, help="Messages per minute")
     ] = None,
-    plan: Annotated[str, typer.Option(help="Billing plan")] = "free",
+    plan: Annotated[
+        str | None, typer.Option(help="Billing plan (default: CHATLAKE_DEFAULT_PLAN)")
+    ] = None,
     retention_days: Annotated[
         int, typer.Option(min=1, max=36500, help="Days of conversations kept")
     ] = 90,
 ) -> None:
     """Create a tenant; prints its id and first API key (shown once)."""
+    from chatlake.billing import known_plan
     from chatlake.launcher import run_control
 
     settings = get_settings()
+    plan = known_plan(settings.billing_plans, plan or settings.default_plan)
     if not name.strip() or len(name) > 200:
         raise ChatlakeError("the tenant name must be 1 to 200 characters")
     limit = rate_limit or settings.default_rate_limit
@@ -402,15 +435,21 @@ def tenants_update(
     retention_days: Annotated[
         int | None, typer.Option(min=1, max=36500, help="Days of conversations kept")
     ] = None,
+    plan: Annotated[str | None, typer.Option(help="Billing plan")] = None,
 ) -> None:
-    """Change a tenant's rate limit, status or retention."""
+    """Change a tenant's rate limit, status, retention or plan."""
+    from chatlake.billing import known_plan
     from chatlake.launcher import run_control
 
     tenant_id = _tenant_id(tenant)
     if status not in (None, "active", "suspended"):
         raise ChatlakeError("--status must be active or suspended")
-    if rate_limit is None and status is None and retention_days is None:
-        raise ChatlakeError("nothing to change: give --rate-limit, --status or --retention-days")
+    if plan is not None:
+        known_plan(get_settings().billing_plans, plan)
+    if rate_limit is None and status is None and retention_days is None and plan is None:
+        raise ChatlakeError(
+            "nothing to change: give --rate-limit, --status, --retention-days or --plan"
+        )
 
     async def update(control: Any) -> dict[str, Any]:
         updated = await control.update_tenant(
@@ -418,6 +457,7 @@ def tenants_update(
             rate_limit_per_minute=rate_limit,
             status=status,
             retention_days=retention_days,
+            plan=plan,
             actor="cli",
         )
         return dict(updated.public())
@@ -437,6 +477,123 @@ def tenants_list() -> None:
             "created_at from tenants order by created_at"
         ).fetchall()
     emit({"tenants": rows})
+
+
+@users_app.command("create")
+def users_create(
+    tenant: Annotated[str, typer.Option(help="Tenant id")],
+    email: Annotated[str, typer.Option(help="The user's email (their sign-in name)")],
+    role: Annotated[str, typer.Option(help="analyst, or admin (signs in with TOTP too)")] = (
+        "analyst"
+    ),
+) -> None:
+    """Create a dashboards user; prints a one-time password and, for an admin, the TOTP
+    provisioning URI (shown once: give them to the user)."""
+    from chatlake.embedded import Services
+    from chatlake.secrets import secret_box
+    from chatlake.users import create_user
+
+    settings = get_settings()
+    url = Services(settings).endpoints().database_url
+    emit(create_user(url, secret_box(settings), _tenant_id(tenant), email, role))
+
+
+def _month(value: str) -> date:
+    from chatlake.billing import parse_month
+
+    return parse_month(value)
+
+
+@billing_app.command("close")
+def billing_close(
+    month: Annotated[str, typer.Option(help="The month to close, YYYY-MM (it must be over)")],
+) -> None:
+    """Finalize every tenant's invoice of a month that is over (the draft brought up to
+    date from the marts first); final invoices are never rewritten."""
+    from pipelines.billing import month_is_over
+    from pipelines.run import run_billing
+
+    first = _month(month)
+    if not month_is_over(first):
+        raise ChatlakeError(f"{month} is not over yet; a month closes after its last day")
+    result = run_billing(get_settings(), [first], close=True)
+    emit(result)
+    if not result["success"]:
+        raise typer.Exit(1)
+
+
+@billing_app.command("recompute")
+def billing_recompute(
+    month: Annotated[str, typer.Option(help="YYYY-MM")],
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild/--no-rebuild", help="Rebuild the month's marts from the lake first"
+        ),
+    ] = True,
+) -> None:
+    """Recompute a month's invoices (from the lake, through the marts) under the prices
+    each was computed with, and say whether each matches the stored one; writes nothing
+    but the marts."""
+    from chatlake.billing import month_days
+    from pipelines.billing import recompute_month
+    from pipelines.run import run_pipeline
+
+    settings = get_settings()
+    first = _month(month)
+    report: dict[str, Any] = {"month": month}
+    if rebuild:
+        run = run_pipeline(settings, *month_days(first))
+        report["rebuild"] = {k: run[k] for k in ("success", "run_id", "days", "seconds")}
+        if not run["success"]:
+            emit(report)
+            raise typer.Exit(1)
+    report["invoices"] = recompute_month(settings, first)
+    report["all_match"] = all(i["matches"] for i in report["invoices"])
+    emit(report)
+    if not report["all_match"]:
+        raise typer.Exit(1)
+
+
+@billing_app.command("invoices")
+def billing_invoices(
+    tenant: Annotated[str, typer.Option(help="Tenant id")],
+    month: Annotated[str | None, typer.Option(help="YYYY-MM (default: every month)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json, csv or stripe")] = "json",
+    out: Annotated[str | None, typer.Option(help="Write to this file instead of stdout")] = None,
+) -> None:
+    """A tenant's invoices as JSON (exact decimal numbers), CSV (a row per line item) or
+    Stripe Invoice objects."""
+    from chatlake.billing import (
+        INVOICES_SQL,
+        invoice_json,
+        invoices_csv,
+        shape_invoice,
+        stripe_invoice,
+    )
+    from chatlake.db import tenant_connection
+    from chatlake.embedded import Services
+
+    if fmt not in ("json", "csv", "stripe"):
+        raise ChatlakeError("--format must be json, csv or stripe")
+    settings = get_settings()
+    first = _month(month) if month else None
+    url = Services(settings).endpoints().app_database_url
+    with tenant_connection(url, _tenant_id(tenant)) as conn:
+        rows = conn.execute(INVOICES_SQL, {"month": first, "invoice_id": None}).fetchall()
+    invoices = [shape_invoice(row) for row in rows]
+    if fmt == "csv":
+        text = invoices_csv(invoices)
+    elif fmt == "stripe":
+        text = invoice_json({"data": [stripe_invoice(i) for i in invoices]}).decode()
+    else:
+        text = invoice_json({"invoices": invoices}).decode()
+    if out:
+        with open(out, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        emit({"invoices": len(invoices), "out": out})
+    else:
+        typer.echo(text)
 
 
 @keys_app.command("create")

@@ -30,6 +30,11 @@ def ingest_stats() -> str:
     return "cl:ingest:stats"
 
 
+def login_failures(email_digest: str) -> str:
+    """String (with a TTL): failed dashboard sign-ins of one account (by email digest)."""
+    return f"cl:login-failures:{email_digest}"
+
+
 @dataclass(frozen=True)
 class TenantKeyspace:
     tenant_id: str

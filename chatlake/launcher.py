@@ -27,6 +27,8 @@ from chatlake.settings import Settings
 from chatlake.tenants import ControlPlane, control_plane
 
 DEMO_TENANT = "demo"
+DEMO_EMAIL = "demo@chatlake.local"
+DEMO_PLAN = "starter"
 
 
 def run_control(settings: Settings, action: Any) -> Any:
@@ -41,11 +43,12 @@ def run_control(settings: Settings, action: Any) -> Any:
     return asyncio.run(run())
 
 
-def seed_demo_tenant(settings: Settings) -> dict[str, str]:
-    """The demo tenant and a working API key, kept in `$CHATLAKE_HOME/demo-tenant.json`."""
+def seed_demo_tenant(settings: Settings) -> dict[str, Any]:
+    """The demo tenant, a working API key and a dashboards login (an analyst), kept in
+    `$CHATLAKE_HOME/demo-tenant.json` (readable by its owner only)."""
     path = settings.home / "demo-tenant.json"
 
-    async def ensure(control: ControlPlane) -> dict[str, str]:
+    async def ensure(control: ControlPlane) -> dict[str, Any]:
         from chatlake.apikeys import parse_api_key
 
         if path.exists():
@@ -54,15 +57,35 @@ def seed_demo_tenant(settings: Settings) -> dict[str, str]:
             if key is not None and await control.authenticate_from_store(key):
                 return dict(stored)
         tenant, issued = await control.create_tenant(
-            DEMO_TENANT, settings.default_rate_limit, actor="chatlake-up"
-        )
+            DEMO_TENANT, settings.default_rate_limit,
+            plan=DEMO_PLAN if DEMO_PLAN in settings.billing_plans else settings.default_plan,
+            actor="chatlake-up",
+        )  # fmt: skip
         return {"tenant_id": tenant.tenant_id, "name": tenant.name, "api_key": issued.api_key}
 
-    demo: dict[str, str] = run_control(settings, ensure)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    demo: dict[str, Any] = run_control(settings, ensure)
+    if "dashboard_password" not in demo:
+        demo.update(_demo_login(settings, demo["tenant_id"]))
+    save_demo(settings, demo)
+    return demo
+
+
+def _demo_login(settings: Settings, tenant_id: str) -> dict[str, str]:
+    from chatlake.db import owner_connection
+    from chatlake.secrets import secret_box
+    from chatlake.users import create_user
+
+    url = Services(settings).endpoints().database_url
+    with owner_connection(url) as conn:  # a login whose password was lost is replaced
+        conn.execute("delete from users where email = %s", (DEMO_EMAIL,))
+    user = create_user(url, secret_box(settings), tenant_id, DEMO_EMAIL, "analyst")
+    return {"dashboard_email": user["email"], "dashboard_password": user["password"]}
+
+
+def save_demo(settings: Settings, demo: dict[str, Any]) -> None:
+    fd = os.open(settings.home / "demo-tenant.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(demo, handle, indent=2)
-    return demo
 
 
 @dataclass
@@ -99,8 +122,12 @@ class Launcher:
         dagster: bool,
         dashboards: bool,
         dagster_port: int = 3000,
+        dashboards_port: int = 8501,
+        seed: bool = True,
     ) -> None:
         self.settings = settings
+        self.dashboards_port = dashboards_port
+        self.seed = seed
         self.port = port
         self.dagster_port = dagster_port
         self.workers = workers
@@ -132,8 +159,23 @@ class Launcher:
         children = [api, ingest]
         if self.dagster:
             children += self._dagster_children()
-        # Streamlit joins here with its issue; --no-dashboards already switches it off.
+        if self.dashboards:
+            children.append(self._dashboards_child())
         return children
+
+    def _dashboards_child(self) -> Child:
+        """Streamlit serving dashboards/app.py on 127.0.0.1:<dashboards_port>."""
+        app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+        return Child(
+            "dashboards",
+            [sys.executable, "-m", "streamlit", "run", str(app),
+             "--server.address", "127.0.0.1", "--server.port", str(self.dashboards_port),
+             "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none", "--client.showErrorDetails", "none",
+             "--client.toolbarMode", "viewer"],
+            ready_url=f"http://127.0.0.1:{self.dashboards_port}/_stcore/health",
+            env={**os.environ, "CHATLAKE_HOME": str(self.settings.home)},
+        )  # fmt: skip
 
     def _dagster_children(self) -> list[Child]:
         """The webserver (UI) and the daemon (runs the sensor and the schedules), on the
@@ -162,16 +204,31 @@ class Launcher:
         started = self.services.start()
         migration = upgrade(self.services.endpoints().database_url)
         demo = seed_demo_tenant(self.settings)
-        for child in self._planned_children():
-            log = open(self.settings.run_dir / f"{child.name}.log", "ab")
-            child.process = subprocess.Popen(
-                child.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env=child.env, cwd=child.cwd,
-            )  # Ctrl-C reaches `up` alone, which stops the children in order  # fmt: skip
-            self.children.append(child)
-            if child.ready_url:
-                wait_http_ready(child.ready_url, child.process, child.ready_timeout)
-        return {"services": started, "migration": migration, "demo": demo}
+        planned = self._planned_children()
+        for child in planned[:2]:  # the API and the ingest worker
+            self._start(child)
+        seeded = None
+        if self.seed and not demo.get("seeded"):
+            # first start: the demo's conversations reach the lake through the running
+            # ingest worker, and the pipeline runs before Dagster's sensor could race it
+            from chatlake.demo import seed_demo_conversations
+
+            seeded = seed_demo_conversations(self.settings, demo)
+            demo["seeded"] = True
+            save_demo(self.settings, demo)
+        for child in planned[2:]:
+            self._start(child)
+        return {"services": started, "migration": migration, "demo": demo, "seeded": seeded}
+
+    def _start(self, child: Child) -> None:
+        log = open(self.settings.run_dir / f"{child.name}.log", "ab")
+        child.process = subprocess.Popen(
+            child.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=child.env, cwd=child.cwd,
+        )  # Ctrl-C reaches `up` alone, which stops the children in order  # fmt: skip
+        self.children.append(child)
+        if child.ready_url:
+            wait_http_ready(child.ready_url, child.process, child.ready_timeout)
 
     def wait(self) -> int:
         """Block until Ctrl-C/SIGTERM or a child exits; returns the exit code for `up`."""
@@ -235,9 +292,10 @@ def _stop_group(pgid: int, timeout_s: float = 20.0) -> None:
 def banner(
     settings: Settings,
     port: int,
-    demo: dict[str, str],
+    demo: dict[str, Any],
     log_dir: Path,
     dagster_port: int | None = None,
+    dashboards_port: int | None = None,
 ) -> str:
     base = f"http://127.0.0.1:{port}"
     dagster = (
@@ -245,6 +303,12 @@ def banner(
         if dagster_port
         else []
     )
+    dashboards = (
+        [f"  dashboards     http://127.0.0.1:{dashboards_port}",
+         f"  demo login     {demo['dashboard_email']} / {demo['dashboard_password']}"]
+        if dashboards_port
+        else []
+    )  # fmt: skip
     return "\n".join(
         [
             "chatlake is up.",
@@ -252,6 +316,7 @@ def banner(
             f"  metrics        {base}/metrics",
             "  lake ingest    running  (chatlake ingest --status)",
             *dagster,
+            *dashboards,
             f"  home           {settings.home}  (logs in {log_dir})",
             f"  demo tenant    {demo['tenant_id']}",
             f"  demo API key   {demo['api_key']}",

@@ -13,9 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chatlake.billing import DEFAULT_PLANS, Plan
 from chatlake.errors import ConfigError
 
 GENERATED_SECRETS = (
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
     nlu_gate: dict[str, float] = Field(
         default_factory=lambda: {"accuracy": 0.02, "macro_f1": 0.02, "oos_recall": 0.05}
     )
+    # billing (chatlake/billing.py): the plans tenants can be on, by name, and new tenants'
+    billing_plans: dict[str, Plan] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
+    default_plan: str = "free"
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     default_rate_limit: int = Field(default=600, ge=1)
     db_pool_size: int = Field(default=4, ge=1)
@@ -79,6 +83,15 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _known_default_plan(self) -> Settings:
+        if self.default_plan not in self.billing_plans:
+            raise ValueError(
+                f"CHATLAKE_DEFAULT_PLAN {self.default_plan!r} is not one of "
+                f"CHATLAKE_BILLING_PLANS ({', '.join(sorted(self.billing_plans))})"
+            )
+        return self
 
     @property
     def run_dir(self) -> Path:

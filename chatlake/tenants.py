@@ -166,10 +166,11 @@ class ControlPlane:
         rate_limit_per_minute: int | None = None,
         status: str | None = None,
         retention_days: int | None = None,
+        plan: str | None = None,
         actor: str = "platform-admin",
     ) -> Tenant:
         asked = {"rate_limit_per_minute": rate_limit_per_minute, "status": status,
-                 "retention_days": retention_days}  # fmt: skip
+                 "retention_days": retention_days, "plan": plan}  # fmt: skip
         changes = {key: value for key, value in asked.items() if value is not None}
         async with tenant_transaction(self.pool, tenant_id) as conn:
             cur = await conn.execute(
@@ -177,9 +178,10 @@ class ControlPlane:
                      rate_limit_per_minute = coalesce(%s, rate_limit_per_minute),
                      status = coalesce(%s, status),
                      retention_days = coalesce(%s, retention_days),
+                     plan = coalesce(%s, plan),
                      updated_at = now()
                    where tenant_id = %s returning *""",
-                (rate_limit_per_minute, status, retention_days, tenant_id),
+                (rate_limit_per_minute, status, retention_days, plan, tenant_id),
             )
             row = await cur.fetchone()
             if row is None:

@@ -62,9 +62,11 @@ def run_pipeline(
     first: date | None = None,
     last: date | None = None,
     retrain: bool = False,
+    bill: bool = False,
 ) -> dict[str, Any]:
     """The lakehouse job over the days; with `retrain`, then the intent-retraining job
-    (review queues, candidates, the gate), as the nightly schedule runs it."""
+    (review queues, candidates, the gate), as the nightly schedule runs it; with `bill`,
+    then the billing job over the window's months and the current one (drafts)."""
     os.environ.setdefault("DAGSTER_HOME", dagster_home(settings))
     from dagster import DagsterInstance
 
@@ -72,13 +74,15 @@ def run_pipeline(
     from pipelines.common import RANGE_END_TAG, RANGE_START_TAG
     from pipelines.definitions import defs
 
-    if retrain:  # the review queues and models live in PostgreSQL and Redis
+    if retrain or bill:  # review queues, models and invoices live in PostgreSQL and Redis
         from chatlake.embedded import Services
 
         try:
             Services(settings).endpoints()
         except ChatlakeError as exc:
-            raise ChatlakeError(f"{exc} (or pass --no-retrain: the lakehouse alone)") from None
+            raise ChatlakeError(
+                f"{exc} (or pass --no-retrain --no-bill: the lakehouse alone)"
+            ) from None
     # no data yet: today, so that every table and mart exists (empty)
     days = bronze_days(settings.lake_root) or [datetime.now(UTC).date()]
     first, last = first or days[0], last or days[-1]
@@ -106,6 +110,13 @@ def run_pipeline(
     if retrain and result.success:
         report["retraining"] = run_retraining(settings)
         report["success"] = report["retraining"]["success"]
+    if bill and result.success:
+        from pipelines.billing import months_between
+
+        today = datetime.now(UTC).date()
+        months = sorted({*months_between(first, last), today.replace(day=1)})
+        report["billing"] = run_billing(settings, months)
+        report["success"] = report["success"] and report["billing"]["success"]
     return {
         **report,
         "run_id": result.run_id,
@@ -142,3 +153,49 @@ def run_retraining(settings: Settings) -> dict[str, Any]:
         "success": result.success,
         **{k: v.value for k, v in (outcomes[0].items() if outcomes else [])},
     }
+
+
+def run_billing(settings: Settings, months: list[date], close: bool = False) -> dict[str, Any]:
+    """The billing job in-process over `months` (one single-run backfill): drafts brought
+    up to date, or with `close` finalized; each invoice's outcome."""
+    os.environ.setdefault("DAGSTER_HOME", dagster_home(settings))
+    from dagster import DagsterInstance
+
+    from pipelines.common import RANGE_END_TAG, RANGE_START_TAG
+    from pipelines.definitions import defs
+
+    first, last = min(months), max(months)
+    config = {"ops": {"invoices": {"config": {"close": close}}}}
+    with DagsterInstance.get() as instance, _stdout_to_stderr():
+        result = (
+            defs()
+            .resolve_job_def("billing")
+            .execute_in_process(
+                instance=instance,
+                run_config=config,
+                tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
+                raise_on_error=False,
+            )
+        )
+    failure = next(
+        (_failure_text(e.step_failure_data) for e in result.all_events if e.is_step_failure),
+        None,
+    )
+    metadata = [
+        e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    ]
+    return {
+        "run_id": result.run_id,
+        "success": result.success,
+        "months": [m.strftime("%Y-%m") for m in months],
+        **({k: v.value for k, v in metadata[0].items()} if metadata else {}),
+        **({"error": failure} if failure else {}),
+    }
+
+
+def _failure_text(data: Any) -> str:
+    """What a failed step said: its `dg.Failure` description, else the error's message."""
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return str(data.user_failure_data.description)
+    return str(data.error.message).strip() if data.error else "the step failed"

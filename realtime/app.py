@@ -18,6 +18,7 @@ from chatlake.settings import Settings, get_settings
 from realtime.api.errors import error_response, install_error_handlers
 from realtime.api.routes import (
     api_keys,
+    billing,
     compliance,
     conversations,
     flows,
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Routes match in order: the hot path first.
     routers = (messages, conversations, flows, nlu, knowledge, model_chain, tenants, api_keys,
-               compliance)  # fmt: skip
+               compliance, billing)  # fmt: skip
     for module in (*routers, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
@@ -34,6 +36,10 @@ def check_event_bus(settings: Settings) -> None:
         )
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class Platform:
     settings: Settings
@@ -48,6 +54,9 @@ class Platform:
     knowledge: KnowledgeBase
     model_chain: ModelChainStore
     replies: Replies
+    # what stamps messages and events: the wall clock; the demo seeder (chatlake/demo.py)
+    # replays past days through the same code with it moved back
+    clock: Callable[[], datetime] = field(default_factory=lambda: _utc_now)
 
     @classmethod
     async def open(cls, settings: Settings) -> Platform:

@@ -1,13 +1,21 @@
 """The lakehouse job, the sensor that runs it when bronze data lands, and the schedules
 that keep the lake fast (compaction, checkpoints, vacuum) and within its retention."""
 
+from datetime import date, timedelta
+
 import dagster as dg
 from dagster import OpExecutionContext, SensorEvaluationContext
 
 from compliance.retention import enforce_retention as retain
 from lake.maintenance import maintain
 from lake.silver import days_added_since
-from pipelines.common import DAILY, LakeResource, lake_resource
+from pipelines.common import (
+    DAILY,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    LakeResource,
+    lake_resource,
+)
 from pipelines.run import WAREHOUSE_WRITER
 
 lakehouse = dg.define_asset_job(
@@ -23,14 +31,33 @@ lakehouse = dg.define_asset_job(
     job=lakehouse, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING
 )
 def bronze_landed(context: SensorEvaluationContext) -> dg.SensorResult:
-    """A run per day that got new bronze files since the last look."""
+    """A run per stretch of consecutive days that got new bronze files since the last
+    look (one day: that day's partition; several: one single-run backfill over them)."""
     since = int(context.cursor or 0)
     days, newest = days_added_since(lake_resource().root, since)
-    requests = [
-        dg.RunRequest(partition_key=day.isoformat(), run_key=f"{day.isoformat()}@{newest}")
-        for day in days
-    ]
+    requests = []
+    for first, last in consecutive_runs(days):
+        if first == last:
+            request = dg.RunRequest(partition_key=first.isoformat(),
+                                    run_key=f"{first.isoformat()}@{newest}")  # fmt: skip
+        else:
+            request = dg.RunRequest(
+                run_key=f"{first.isoformat()}..{last.isoformat()}@{newest}",
+                tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
+            )
+        requests.append(request)
     return dg.SensorResult(run_requests=requests, cursor=str(newest))
+
+
+def consecutive_runs(days: list[date]) -> list[tuple[date, date]]:
+    """Sorted days grouped into (first, last) stretches without a gap."""
+    stretches: list[tuple[date, date]] = []
+    for day in days:
+        if stretches and day - stretches[-1][1] == timedelta(days=1):
+            stretches[-1] = (stretches[-1][0], day)
+        else:
+            stretches.append((day, day))
+    return stretches
 
 
 @dg.op

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
@@ -145,7 +146,10 @@ class ConversationList(BaseModel):
 class TenantIn(StrictModel):
     name: str = Field(min_length=1, max_length=200)
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
-    plan: str = Field(default="free", min_length=1, max_length=50)
+    plan: str | None = Field(
+        default=None, min_length=1, max_length=50,
+        description="a plan of CHATLAKE_BILLING_PLANS (default CHATLAKE_DEFAULT_PLAN)",
+    )  # fmt: skip
     retention_days: int = Field(
         default=90, ge=1, le=36500, description="days of conversations the platform keeps"
     )
@@ -172,6 +176,7 @@ class TenantPatch(StrictModel):
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
     status: Literal["active", "suspended"] | None = None
     retention_days: int | None = Field(default=None, ge=1, le=36500)
+    plan: str | None = Field(default=None, min_length=1, max_length=50)
 
 
 class OwnTenantPatch(StrictModel):
@@ -499,3 +504,26 @@ class ErasureRequestOut(BaseModel):
     created_at: datetime | None = None
     finished_at: datetime | None = None
     certificate: dict[str, Any] | None = None
+
+
+class InvoiceLineOut(BaseModel):
+    item: str
+    description: str
+    quantity: int
+    unit_amount: Decimal = Field(description="exact decimal; quantity x unit_amount = amount")
+    amount: Decimal = Field(description="exact decimal, rounded half-up to the cent")
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class InvoiceOut(BaseModel):
+    invoice_id: str
+    month: str = Field(description="YYYY-MM")
+    currency: str
+    status: Literal["draft", "final"]
+    plan: str
+    lines: list[InvoiceLineOut]
+    total: Decimal
+
+
+class InvoiceList(BaseModel):
+    invoices: list[InvoiceOut]

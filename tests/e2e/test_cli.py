@@ -89,6 +89,24 @@ def test_migrate_twice_is_a_no_op(services, home):
         ("tenants", "create", "x", "--rate-limit", "zero"),
         ("tenants", "create", "x", "--retention-days", "0"),
         ("lake", "retention", "--today", "yesterday"),
+        ("tenants", "create", "x", "--plan", "platinum"),
+        (
+            "users",
+            "create",
+            "--tenant",
+            "00000000-0000-0000-0000-000000000000",
+            "--email",
+            "a@b.test",
+        ),
+        ("billing", "close", "--month", "2026-13"),
+        (
+            "billing",
+            "invoices",
+            "--tenant",
+            "00000000-0000-0000-0000-000000000000",
+            "--format",
+            "pdf",
+        ),
     ],
 )
 def test_user_mistakes_are_one_line_errors(services, home, args):
@@ -96,6 +114,31 @@ def test_user_mistakes_are_one_line_errors(services, home, args):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert result.stderr.strip()
+
+
+def test_users_and_invoices_from_the_cli(services, home, tenant):
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    email = f"Ana-{uuid4().hex[:6]}@Example.test"
+    analyst = json.loads(
+        run("users", "create", "--tenant", tenant.tenant_id, "--email", email, home=home).stdout
+    )
+    assert analyst["email"] == email.lower() and analyst["role"] == "analyst"
+    assert len(analyst["password"]) >= 16 and "totp_uri" not in analyst
+    admin = json.loads(run("users", "create", "--tenant", tenant.tenant_id, "--email",
+                           f"boss-{uuid4().hex[:6]}@example.test", "--role", "admin",
+                           home=home).stdout)  # fmt: skip
+    assert admin["totp_uri"].startswith("otpauth://totp/chatlake:")
+    again = run("users", "create", "--tenant", tenant.tenant_id, "--email", email, home=home,
+                check=False)  # fmt: skip
+    assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
+    this_month = datetime.now(UTC).strftime("%Y-%m")
+    early = run("billing", "close", "--month", this_month, home=home, check=False)
+    assert early.returncode == 1 and "not over yet" in early.stderr
+    exported = run("billing", "invoices", "--tenant", tenant.tenant_id, "--format", "csv",
+                   home=home)  # fmt: skip
+    assert exported.stdout.startswith("invoice_id,tenant_id,month,status,currency,item")
 
 
 def test_commands_say_how_to_start_the_stores_when_they_are_not_running(tmp_path):

@@ -25,7 +25,7 @@ def lake(tmp_path):
     return LakeResource(root=str(tmp_path / "lake"), home=str(tmp_path))
 
 
-def test_the_sensor_requests_a_run_for_each_day_that_got_data(lake, monkeypatch):
+def test_the_sensor_requests_a_run_for_each_stretch_of_days_that_got_data(lake, monkeypatch):
     monkeypatch.setattr("pipelines.defs.automation.lake_resource", lambda: lake)
     today = datetime.now(UTC).date()
     rng = np.random.default_rng(3)
@@ -44,6 +44,16 @@ def test_the_sensor_requests_a_run_for_each_day_that_got_data(lake, monkeypatch)
     write_bronze(lake.root, *generate_day(today, 60, [str(uuid4())], rng))
     later = bronze_landed(dg.build_sensor_context(cursor=result.cursor))
     assert [r.partition_key for r in later.run_requests] == [today.isoformat()]
+
+    # consecutive days go in one run over their range (a single-run backfill)
+    time.sleep(0.01)
+    for back in (1, 2):
+        write_bronze(lake.root, *generate_day(today - timedelta(days=back), 9, [str(uuid4())], rng))
+    both = bronze_landed(dg.build_sensor_context(cursor=later.cursor)).run_requests
+    assert len(both) == 1 and both[0].partition_key is None
+    assert both[0].partition_key_range == dg.PartitionKeyRange(
+        (today - timedelta(days=2)).isoformat(), (today - timedelta(days=1)).isoformat()
+    )
 
 
 def test_maintenance_and_retention_jobs(own_lake):

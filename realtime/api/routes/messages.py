@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -88,7 +87,7 @@ async def _turn(
 ) -> dict[str, Any]:
     """One message's turn: answer it, then record state and events in one script."""
     conversation = admission.conversation
-    received_at = datetime.now(UTC)
+    received_at = platform.clock()
     summary = (
         orjson.loads(conversation["summary"])
         if conversation and conversation.get("summary")
@@ -132,7 +131,7 @@ async def _turn(
         created_at=received_at,
     )
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
-    replied_at = datetime.now(UTC)
+    replied_at = platform.clock()
     usage = reply.usage
     outbound = [
         message_event(

@@ -7,6 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, status
 
+from chatlake.billing import BillingError, known_plan
 from realtime.api.deps import AdminDep, Credentials, PlatformDep, TenantDep
 from realtime.api.errors import ApiError
 from realtime.api.schemas import (
@@ -36,6 +37,13 @@ async def tenant_creator(platform: PlatformDep, credentials: Credentials) -> str
 ERRORS = error_responses(401, 404, 422)
 
 
+def _plan(platform: PlatformDep, name: str | None) -> str | None:
+    try:
+        return None if name is None else known_plan(platform.settings.billing_plans, name)
+    except BillingError as exc:
+        raise ApiError(422, str(exc), code="unknown_plan") from None
+
+
 @router.post(
     "/tenants",
     status_code=status.HTTP_201_CREATED,
@@ -48,8 +56,9 @@ async def create_tenant(
     """Create a tenant and its first API key (shown once). Needs the platform admin token
     unless open sign-up is enabled."""
     rate_limit = body.rate_limit_per_minute or platform.settings.default_rate_limit
+    plan = _plan(platform, body.plan) or platform.settings.default_plan
     tenant, issued = await platform.control.create_tenant(
-        body.name, rate_limit, plan=body.plan, actor=actor, retention_days=body.retention_days
+        body.name, rate_limit, plan=plan, actor=actor, retention_days=body.retention_days
     )
     return TenantCreated(
         tenant_id=tenant.tenant_id,
@@ -66,7 +75,7 @@ async def create_tenant(
     "/tenants/{tenant_id}", response_model=TenantOut, responses=ERRORS, dependencies=[AdminDep]
 )
 async def update_tenant(tenant_id: str, body: TenantPatch, platform: PlatformDep) -> TenantOut:
-    """Change a tenant's rate limit, status or retention (platform admin)."""
+    """Change a tenant's rate limit, status, retention or plan (platform admin)."""
     try:
         tenant_id = str(UUID(tenant_id))
     except ValueError:
@@ -76,6 +85,7 @@ async def update_tenant(tenant_id: str, body: TenantPatch, platform: PlatformDep
         rate_limit_per_minute=body.rate_limit_per_minute,
         status=body.status,
         retention_days=body.retention_days,
+        plan=_plan(platform, body.plan),
     )
     return TenantOut(**tenant.public())
 

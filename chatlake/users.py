@@ -1,0 +1,144 @@
+"""Tenant users of the dashboards: created by a platform operator (`chatlake users create`),
+signing in with a password (argon2id) and, for admins, a TOTP code (RFC 6238, pyotp).
+
+The printed password is shown once and stored only as its argon2 hash; an admin's TOTP
+secret is sealed under the master key (like provider credentials). Failed sign-ins are
+counted per account in Redis: after `MAX_FAILURES` within `LOCKOUT_SECONDS` the account
+refuses every attempt, right or wrong, until the window passes. Rows live under row-level
+security; only the sign-in lookup (the tenant is not known before it) reads as the owner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from redis import Redis
+
+from chatlake.db import owner_connection
+from chatlake.errors import ChatlakeError
+from chatlake.keyspace import login_failures
+from chatlake.secrets import SecretBox
+
+ROLES = ("analyst", "admin")
+MAX_FAILURES = 5
+LOCKOUT_SECONDS = 15 * 60
+ISSUER = "chatlake"
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+_HASHER = PasswordHasher()  # argon2id, the library's (RFC 9106) defaults
+# verified when the email is unknown, so that an unknown account costs as long as a known one
+_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+class UserError(ChatlakeError):
+    pass
+
+
+class SignInRefused(ChatlakeError):
+    """Wrong email, password or code, or a locked account: one message for all."""
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user_id: str
+    tenant_id: str
+    email: str
+    role: str
+
+
+def _context(user_id: str) -> str:
+    return f"users:{user_id}:totp"
+
+
+def email_digest(email: str) -> str:
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+
+
+def create_user(
+    database_url: str, box: SecretBox, tenant_id: str, email: str, role: str
+) -> dict[str, Any]:
+    """A new user; returns the one-time password and, for admins, the TOTP provisioning
+    URI (both shown once)."""
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise UserError(f"not an email address: {email!r}")
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    password = secrets.token_urlsafe(12)
+    user_id = str(uuid4())
+    totp_secret = pyotp.random_base32() if role == "admin" else None
+    sealed = None if totp_secret is None else box.seal(totp_secret, _context(user_id))
+    with owner_connection(database_url) as conn:
+        known = conn.execute("select 1 from tenants where tenant_id = %s", (tenant_id,)).fetchone()
+        if known is None:
+            raise UserError(f"no tenant {tenant_id}")
+        if conn.execute("select 1 from users where email = %s", (email,)).fetchone():
+            raise UserError(f"a user with email {email} exists")
+        conn.execute(
+            """insert into users (user_id, tenant_id, email, role, password_hash, totp_sealed)
+               values (%s, %s, %s, %s, %s, %s)""",
+            (user_id, tenant_id, email, role, _HASHER.hash(password), sealed),
+        )
+        conn.execute(
+            """insert into audit_log (tenant_id, actor, action, target, detail)
+               values (%s, 'cli', 'user.created', %s, jsonb_build_object('role', %s::text))""",
+            (tenant_id, user_id, role),
+        )
+    created: dict[str, Any] = {"user_id": user_id, "tenant_id": tenant_id,
+                               "email": email, "role": role, "password": password}  # fmt: skip
+    if totp_secret is not None:
+        totp = pyotp.TOTP(totp_secret)
+        created["totp_uri"] = totp.provisioning_uri(name=email, issuer_name=ISSUER)
+    return created
+
+
+def sign_in(
+    database_url: str,
+    redis: Redis,
+    box: SecretBox,
+    email: str,
+    password: str,
+    totp_code: str = "",
+) -> SignedIn:
+    """The user, if the password (and an admin's current TOTP code) is right and the
+    account is not locked; `SignInRefused` otherwise, saying which only for a lockout or
+    a missing code."""
+    email = email.strip().lower()
+    key = login_failures(email_digest(email))
+    failures = int(redis.get(key) or 0)
+    if failures >= MAX_FAILURES:
+        wait = max(redis.ttl(key), 1)
+        raise SignInRefused(f"too many failed sign-ins; try again in {(wait + 59) // 60} min")
+    with owner_connection(database_url) as conn:
+        row = conn.execute(
+            """select user_id::text as user_id, tenant_id::text as tenant_id, email, role,
+                      password_hash, totp_sealed from users where email = %s""",
+            (email,),
+        ).fetchone()
+    try:
+        _HASHER.verify(row["password_hash"] if row else _DUMMY_HASH, password)
+        ok = row is not None
+    except (VerificationError, InvalidHashError):
+        ok = False
+    if ok and row is not None and row["role"] == "admin":
+        if not totp_code.strip():
+            raise SignInRefused("an admin signs in with a code from the authenticator app")
+        secret = box.open(row["totp_sealed"], _context(row["user_id"]))
+        ok = pyotp.TOTP(secret).verify(totp_code.strip(), valid_window=1)
+    if not ok or row is None:
+        with redis.pipeline() as pipe:  # the window starts at the first failure
+            pipe.set(key, 0, ex=LOCKOUT_SECONDS, nx=True)
+            pipe.incr(key)
+            pipe.execute()
+        raise SignInRefused("wrong email, password or code")
+    redis.delete(key)
+    with owner_connection(database_url) as conn:
+        conn.execute("update users set last_login_at = now() where user_id = %s", (row["user_id"],))
+    return SignedIn(row["user_id"], row["tenant_id"], row["email"], row["role"])
