@@ -17,8 +17,9 @@ install: $(STAMP)
 up: $(STAMP)
 	$(BIN)/chatlake up
 
+# two workers (the machine's two cores), a test file each at a time
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -18,7 +18,7 @@ from calendar import monthrange
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,7 +26,8 @@ from chatlake.errors import ChatlakeError
 
 CENT = Decimal("0.01")
 PER_MILLION = Decimal(1_000_000)
-MINOR_UNITS = {"usd": 100, "eur": 100, "gbp": 100, "jpy": 1}
+# currencies a plan may bill in: all with cents (amounts are rounded to 0.01)
+MINOR_UNITS = {"usd": 100, "eur": 100, "gbp": 100, "chf": 100, "cad": 100, "aud": 100}
 
 
 class Plan(BaseModel):
@@ -35,7 +36,9 @@ class Plan(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    currency: str = Field(default="usd", pattern="^[a-z]{3}$")
+    # LLM token prices (CHATLAKE_LLM_PRICES) are in USD: a plan in another currency
+    # carries the exchange rate in its llm_markup
+    currency: Literal["usd", "eur", "gbp", "chf", "cad", "aud"] = "usd"
     monthly_fee: Decimal = Field(default=Decimal("0"), ge=0, decimal_places=2)
     included_messages: int = Field(default=0, ge=0)
     message_price: Decimal = Field(default=Decimal("0"), ge=0, decimal_places=6)
@@ -138,9 +141,15 @@ class Line:
 
 
 def plain(value: Decimal) -> Decimal:
-    """`value` without trailing zeros and never in exponent form (0.004, 49, 100)."""
+    """`value` without trailing zeros (0.004, 49, 100 rather than 1E+2); as text, see
+    `decimal_text`."""
     value = value.normalize()
     return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value + 0  # type: ignore[operator]
+
+
+def decimal_text(value: Decimal | str) -> str:
+    """Exact decimal text without exponent form: 0.000000165, never 1.65E-7."""
+    return format(plain(Decimal(value)), "f")
 
 
 def _line(item: str, description: str, quantity: int, unit: Decimal, **metadata: str) -> Line:
@@ -198,7 +207,7 @@ def total(lines: list[Line]) -> Decimal:
 
 
 def _minor(amount: Decimal, currency: str) -> int:
-    return int((amount * MINOR_UNITS.get(currency, 100)).to_integral_value(ROUND_HALF_UP))
+    return int((amount * MINOR_UNITS[currency]).to_integral_value(ROUND_HALF_UP))
 
 
 def _unix(day: date) -> int:
@@ -212,7 +221,7 @@ def stripe_invoice(invoice: dict[str, Any]) -> dict[str, Any]:
     currency = invoice["currency"]
     first, last = month_days(parse_month(invoice["month"]))
     period = {"start": _unix(first), "end": _unix(last) + 86_400}
-    scale = MINOR_UNITS.get(currency, 100)
+    scale = MINOR_UNITS[currency]
     lines = [
         {
             "object": "line_item",
@@ -225,7 +234,7 @@ def stripe_invoice(invoice: dict[str, Any]) -> dict[str, Any]:
             "price": {
                 "object": "price",
                 "currency": currency,
-                "unit_amount_decimal": str(plain(Decimal(line["unit_amount"]) * scale)),
+                "unit_amount_decimal": decimal_text(Decimal(line["unit_amount"]) * scale),
             },
             "metadata": {"item": line["item"], **line.get("metadata", {})},
         }
@@ -261,8 +270,9 @@ def invoices_csv(invoices: list[dict[str, Any]]) -> str:
         for line in invoice["lines"]:
             writer.writerow([invoice["invoice_id"], invoice["tenant_id"], invoice["month"],
                              invoice["status"], invoice["currency"], line["item"],
-                             line["description"], line["quantity"], line["unit_amount"],
-                             line["amount"]])  # fmt: skip
+                             line["description"], line["quantity"],
+                             decimal_text(line["unit_amount"]),
+                             decimal_text(line["amount"])])  # fmt: skip
     return out.getvalue()
 
 

@@ -499,9 +499,15 @@ def users_create(
 
 
 def _month(value: str) -> date:
+    """A month to bill: YYYY-MM, from the platform's first (2025-01) to this one."""
+    from datetime import UTC, datetime
+
     from chatlake.billing import parse_month
 
-    return parse_month(value)
+    month = parse_month(value)
+    if not date(2025, 1, 1) <= month <= datetime.now(UTC).date():
+        raise ChatlakeError(f"month {value} is outside 2025-01 to this month")
+    return month
 
 
 @billing_app.command("close")
@@ -543,7 +549,10 @@ def billing_recompute(
     first = _month(month)
     report: dict[str, Any] = {"month": month}
     if rebuild:
-        run = run_pipeline(settings, *month_days(first))
+        from datetime import UTC, datetime
+
+        last = min(month_days(first)[1], datetime.now(UTC).date())
+        run = run_pipeline(settings, first, last)
         report["rebuild"] = {k: run[k] for k in ("success", "run_id", "days", "seconds")}
         if not run["success"]:
             emit(report)
@@ -589,8 +598,11 @@ def billing_invoices(
     else:
         text = invoice_json({"invoices": invoices}).decode()
     if out:
-        with open(out, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            with open(out, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise ChatlakeError(f"cannot write {out}: {exc.strerror}") from None
         emit({"invoices": len(invoices), "out": out})
     else:
         typer.echo(text)

@@ -207,13 +207,19 @@ class Launcher:
         planned = self._planned_children()
         for child in planned[:2]:  # the API and the ingest worker
             self._start(child)
-        seeded = None
-        if self.seed and not demo.get("seeded"):
+        seeded: dict[str, Any] | None = None
+        if self.seed and demo.get("seeded") is not True:
             # first start: the demo's conversations reach the lake through the running
-            # ingest worker, and the pipeline runs before Dagster's sensor could race it
-            from chatlake.demo import seed_demo_conversations
+            # ingest worker, and the pipeline runs before Dagster's sensor could race it;
+            # a start that failed after sending them only reruns the pipeline
+            from chatlake.demo import build_demo, send_demo_conversations
 
-            seeded = seed_demo_conversations(self.settings, demo)
+            seeded = {}
+            if demo.get("seeded") != "sent":
+                seeded.update(send_demo_conversations(self.settings, demo))
+                demo["seeded"] = "sent"
+                save_demo(self.settings, demo)
+            seeded.update(build_demo(self.settings))
             demo["seeded"] = True
             save_demo(self.settings, demo)
         for child in planned[2:]:

@@ -151,4 +151,18 @@ def rotate(conn: psycopg.Connection[Any], box: SecretBox) -> dict[str, int]:
                         ),
                         (Jsonb(items), tenant_id),
                     )
+        # dashboards admins' TOTP secrets (chatlake/users.py seals them per user)
+        users = conn.execute(
+            "select user_id::text, totp_sealed from users where totp_sealed is not null for update"
+        ).fetchall()
+        for row in users:
+            user_id, token = (row["user_id"], row["totp_sealed"]) if isinstance(row, dict) else row
+            if box.is_current(token):
+                counts["current"] += 1
+                continue
+            conn.execute(
+                "update users set totp_sealed = %s where user_id = %s",
+                (box.rewrap(token, f"users:{user_id}:totp"), user_id),
+            )
+            counts["rewrapped"] += 1
     return counts

@@ -11,6 +11,7 @@ security; only the sign-in lookup (the tenant is not known before it) reads as t
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from redis import Redis
 from chatlake.db import owner_connection
 from chatlake.errors import ChatlakeError
 from chatlake.keyspace import login_failures
-from chatlake.secrets import SecretBox
+from chatlake.secrets import SecretBox, SecretError
 
+log = logging.getLogger(__name__)
 ROLES = ("analyst", "admin")
 MAX_FAILURES = 5
 LOCKOUT_SECONDS = 15 * 60
@@ -112,10 +114,19 @@ def sign_in(
     a missing code."""
     email = email.strip().lower()
     key = login_failures(email_digest(email))
-    failures = int(redis.get(key) or 0)
-    if failures >= MAX_FAILURES:
-        wait = max(redis.ttl(key), 1)
-        raise SignInRefused(f"too many failed sign-ins; try again in {(wait + 59) // 60} min")
+    # the attempt counts before it is checked (so parallel guesses cannot outrun the
+    # limit); the window starts at the first failure; a success clears it
+    with redis.pipeline() as pipe:
+        pipe.set(key, 0, ex=LOCKOUT_SECONDS, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, attempts, ttl = pipe.execute()
+    if int(ttl) < 0:  # a counter without its window (should not be): give it one
+        redis.expire(key, LOCKOUT_SECONDS)
+    if int(attempts) > MAX_FAILURES:
+        raise SignInRefused(
+            f"too many failed sign-ins; try again in {(max(int(ttl), 1) + 59) // 60} min"
+        )
     with owner_connection(database_url) as conn:
         row = conn.execute(
             """select user_id::text as user_id, tenant_id::text as tenant_id, email, role,
@@ -128,15 +139,15 @@ def sign_in(
     except (VerificationError, InvalidHashError):
         ok = False
     if ok and row is not None and row["role"] == "admin":
+        try:
+            secret = box.open(row["totp_sealed"], _context(row["user_id"]))
+        except SecretError:
+            log.error("the TOTP secret of %s does not open under the master keys", row["user_id"])
+            raise SignInRefused("wrong email, password or code") from None
         if not totp_code.strip():
             raise SignInRefused("an admin signs in with a code from the authenticator app")
-        secret = box.open(row["totp_sealed"], _context(row["user_id"]))
         ok = pyotp.TOTP(secret).verify(totp_code.strip(), valid_window=1)
     if not ok or row is None:
-        with redis.pipeline() as pipe:  # the window starts at the first failure
-            pipe.set(key, 0, ex=LOCKOUT_SECONDS, nx=True)
-            pipe.incr(key)
-            pipe.execute()
         raise SignInRefused("wrong email, password or code")
     redis.delete(key)
     with owner_connection(database_url) as conn:

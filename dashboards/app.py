@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboards.auth import current_user, scope, sign_in_form, sign_out
-from dashboards.data import tenant_name
+from dashboards.data import MartsNotBuilt, tenant_name
 
 st.set_page_config(page_title="chatlake analytics", page_icon=":speech_balloon:", layout="wide")
 
@@ -32,4 +32,10 @@ with st.sidebar:
     if st.button("Sign out"):
         sign_out()
         st.rerun()
-navigation.run()
+try:
+    navigation.run()
+except MartsNotBuilt as missing:
+    st.info(
+        f"This page reads {missing}, which the next pipeline run builds "
+        "(`chatlake pipeline run`, or Dagster's sensor within a minute of new data)."
+    )

@@ -59,6 +59,8 @@ def sign_in_form() -> None:
         st.error(str(exc))
         return
     st.session_state[USER] = user
+    for key in ("password", "totp"):  # no secret stays in the session's widget state
+        st.session_state.pop(key, None)
     st.rerun()
 
 

@@ -34,6 +34,10 @@ class ScopeError(Exception):
     """A query that would read a mart without the tenant filter."""
 
 
+class MartsNotBuilt(Exception):
+    """A mart the page reads does not exist yet (a pipeline run will build it)."""
+
+
 @dataclass(frozen=True)
 class TenantMarts:
     settings: Settings
@@ -44,7 +48,8 @@ class TenantMarts:
 
     def query(self, sql: str, **params: Any) -> pd.DataFrame:
         """`sql` with `{mart}` placeholders, run with `params` (DuckDB `$name`
-        parameters); an empty frame before the marts exist."""
+        parameters); an empty frame before the warehouse exists, `MartsNotBuilt` when it
+        lacks a mart the query reads."""
         if _RAW.search(sql):
             raise ScopeError("name marts through their placeholders, never directly")
         conn = read_warehouse(self.settings)
@@ -52,8 +57,9 @@ class TenantMarts:
             return pd.DataFrame()
         try:
             used = [name for name in MARTS if "{" + name + "}" in sql]
-            if not all(has_table(conn, MARTS[name]) for name in used):
-                return pd.DataFrame()
+            missing = [MARTS[name] for name in used if not has_table(conn, MARTS[name])]
+            if missing:
+                raise MartsNotBuilt(", ".join(missing))
             scoped = {
                 name: f"(select * from {MARTS[name]} where tenant_id = $tenant)" for name in MARTS
             }

@@ -12,6 +12,7 @@ pipeline rebuilds from the lake.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -30,6 +31,8 @@ from chatlake.billing import (
 from chatlake.db import owner_connection, tenant_connection
 from chatlake.settings import Settings
 from chatlake.warehouse import has_table, read_warehouse
+
+log = logging.getLogger(__name__)
 
 
 def month_usage(settings: Settings, month: date) -> dict[str, Usage]:
@@ -159,17 +162,17 @@ def _bill_tenant(
     lines = invoice_lines(usage, prices)
     status = "final" if close else "draft"
     invoice_id = row["invoice_id"] if row else f"in_{uuid4().hex[:24]}"
+    # the draft and its lines first; a final invoice (and its lines) cannot change after
     conn.execute(
         """insert into invoices (invoice_id, tenant_id, month, plan, currency, status, usage,
-                                 prices, total, computed_at, finalized_at)
-           values (%s, %s, %s, %s, %s, %s, %s, %s, %s, now(),
-                   case when %s = 'final' then now() end)
+                                 prices, total, computed_at)
+           values (%s, %s, %s, %s, %s, 'draft', %s, %s, %s, now())
            on conflict (tenant_id, month) do update set
-             plan = excluded.plan, currency = excluded.currency, status = excluded.status,
-             usage = excluded.usage, prices = excluded.prices, total = excluded.total,
-             computed_at = now(), finalized_at = excluded.finalized_at""",
-        (invoice_id, tenant, month, plan_name, plan.currency, status, Jsonb(usage.public()),
-         Jsonb(prices), total(lines), status),
+             plan = excluded.plan, currency = excluded.currency, usage = excluded.usage,
+             prices = excluded.prices, total = excluded.total, computed_at = now()
+           where invoices.status = 'draft'""",
+        (invoice_id, tenant, month, plan_name, plan.currency, Jsonb(usage.public()),
+         Jsonb(prices), total(lines)),
     )  # fmt: skip
     conn.execute("delete from invoice_lines where invoice_id = %s", (invoice_id,))
     with conn.cursor() as cur:
@@ -183,12 +186,23 @@ def _bill_tenant(
         )  # fmt: skip
     if close:
         conn.execute(
+            "update invoices set status = 'final', finalized_at = now() where invoice_id = %s",
+            (invoice_id,),
+        )
+        conn.execute(
             """insert into audit_log (tenant_id, actor, action, target, detail)
                values (%s, 'billing', 'billing.invoice_finalized', %s, %s)""",
             (tenant, invoice_id, Jsonb({"month": label, "total": str(total(lines))})),
         )
-    return {"tenant_id": tenant, "invoice_id": invoice_id, "month": label, "status": status,
-            "outcome": "finalized" if close else "drafted", "total": str(total(lines))}  # fmt: skip
+    outcome: dict[str, Any] = {
+        "tenant_id": tenant, "invoice_id": invoice_id, "month": label, "status": status,
+        "outcome": "finalized" if close else "drafted", "total": str(total(lines)),
+    }  # fmt: skip
+    unpriced = sorted({t.model for t in usage.llm} - set(prices["llm_prices"]))
+    if unpriced:  # billed at 0: say so (CHATLAKE_LLM_PRICES lacks them)
+        log.warning("tenant %s: no price for %s in CHATLAKE_LLM_PRICES", tenant, unpriced)
+        outcome["unpriced_models"] = unpriced
+    return outcome
 
 
 def recompute_month(settings: Settings, month: date) -> list[dict[str, Any]]:
@@ -223,3 +237,14 @@ def months_between(first: date, last: date) -> list[date]:
         months.append(month)
         month = (month + timedelta(days=32)).replace(day=1)
     return months
+
+
+def month_stretches(months: list[date]) -> list[tuple[date, date]]:
+    """Months (first days) grouped into (first, last) stretches without a gap."""
+    stretches: list[tuple[date, date]] = []
+    for month in sorted(set(months)):
+        if stretches and months_between(stretches[-1][1], month)[1:] == [month]:
+            stretches[-1] = (stretches[-1][0], month)
+        else:
+            stretches.append((month, month))
+    return stretches

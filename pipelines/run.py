@@ -156,42 +156,41 @@ def run_retraining(settings: Settings) -> dict[str, Any]:
 
 
 def run_billing(settings: Settings, months: list[date], close: bool = False) -> dict[str, Any]:
-    """The billing job in-process over `months` (one single-run backfill): drafts brought
-    up to date, or with `close` finalized; each invoice's outcome."""
+    """The billing job in-process over `months` (one single-run backfill per stretch of
+    consecutive months, so a gap is not billed): drafts brought up to date, or with
+    `close` finalized; the invoices' outcomes, summed."""
     os.environ.setdefault("DAGSTER_HOME", dagster_home(settings))
     from dagster import DagsterInstance
 
+    from pipelines.billing import month_stretches
     from pipelines.common import RANGE_END_TAG, RANGE_START_TAG
     from pipelines.definitions import defs
 
-    first, last = min(months), max(months)
     config = {"ops": {"invoices": {"config": {"close": close}}}}
-    with DagsterInstance.get() as instance, _stdout_to_stderr():
-        result = (
-            defs()
-            .resolve_job_def("billing")
-            .execute_in_process(
+    labels = [m.strftime("%Y-%m") for m in sorted(set(months))]
+    report: dict[str, Any] = {"run_ids": [], "success": True, "months": labels}
+    job = defs().resolve_job_def("billing")
+    for first, last in month_stretches(months):
+        with DagsterInstance.get() as instance, _stdout_to_stderr():
+            result = job.execute_in_process(
                 instance=instance,
                 run_config=config,
                 tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()},
                 raise_on_error=False,
             )
-        )
-    failure = next(
-        (_failure_text(e.step_failure_data) for e in result.all_events if e.is_step_failure),
-        None,
-    )
-    metadata = [
-        e.step_materialization_data.materialization.metadata
-        for e in result.get_asset_materialization_events()
-    ]
-    return {
-        "run_id": result.run_id,
-        "success": result.success,
-        "months": [m.strftime("%Y-%m") for m in months],
-        **({k: v.value for k, v in metadata[0].items()} if metadata else {}),
-        **({"error": failure} if failure else {}),
-    }
+        report["run_ids"].append(result.run_id)
+        report["success"] = report["success"] and result.success
+        for event in result.all_events:
+            if event.is_step_failure and "error" not in report:
+                report["error"] = _failure_text(event.step_failure_data)
+        for event in result.get_asset_materialization_events():
+            for key, value in event.step_materialization_data.materialization.metadata.items():
+                if isinstance(value.value, int):
+                    report[key] = report.get(key, 0) + value.value
+                elif isinstance(value.value, list):
+                    report[key] = report.get(key, []) + value.value
+    report["run_id"] = report["run_ids"][0] if report["run_ids"] else None
+    return report
 
 
 def _failure_text(data: Any) -> str:

@@ -13,6 +13,20 @@ from chatlake.embedded import Endpoints, Services
 from chatlake.settings import Settings, get_settings
 from tests.utils.factories import TenantHandle, create_tenant
 
+# The longest files first: `make test` runs two workers (pytest-xdist, a file each at a
+# time), and a long file started last would leave the other worker idle at the end.
+LONGEST_FIRST = ["tests/e2e/test_up.py", "tests/integration/test_billing.py",
+                 "tests/e2e/test_erasure.py", "tests/e2e/test_retraining.py",
+                 "tests/e2e/test_bench.py", "tests/integration/test_retention.py"]  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file stays
+
 
 @pytest.fixture(scope="session")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

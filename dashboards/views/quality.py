@@ -13,6 +13,10 @@ quality = marts.query(
        from {quality} where day between $first and $last order by day""",
     first=first, last=last,
 )  # fmt: skip
+if quality.empty:
+    st.info("No data-quality figures for this period yet: the next pipeline run over these "
+            "days computes them.")  # fmt: skip
+    st.stop()
 users = max(int(quality["user_messages"].sum()), 1)
 replies = max(int(quality["messages"].sum() - quality["user_messages"].sum()), 1)
 # (what is counted, how many, of how many, the share above which it needs a look)

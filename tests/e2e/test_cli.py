@@ -152,10 +152,15 @@ def test_commands_say_how_to_start_the_stores_when_they_are_not_running(tmp_path
 
 
 def test_master_key_rotation_rewraps_stored_keys(services, home, client, tenant, endpoints):
-    import psycopg
+    from uuid import uuid4
 
-    from chatlake.secrets import secret_box
+    import psycopg
+    import pyotp
+
+    from chatlake.keyspace import redis_sync_client
+    from chatlake.secrets import SecretBox, secret_box
     from chatlake.settings import Settings
+    from chatlake.users import create_user, sign_in
     from tests.utils.loopback import ScriptedServer, chat_completion
 
     provider = ScriptedServer()
@@ -165,9 +170,18 @@ def test_master_key_rotation_rewraps_stored_keys(services, home, client, tenant,
         client.put("/v1/model-chain", json={"tiers": [tier]}, headers=tenant.headers)
         provider.script.append((200, chat_completion("before"), {}))
         assert send(client, tenant, "zxqv before rotation").json()["replies"][0]["text"] == "before"
+        admin = create_user(endpoints.database_url, secret_box(Settings(home=home)),
+                            tenant.tenant_id, f"rot-{uuid4().hex[:6]}@t.test", "admin")  # fmt: skip
 
         rotated = json.loads(run("secrets", "rotate", "--generate", home=home).stdout)
-        assert rotated["rewrapped"] >= 1 and rotated["tenants"] >= 1
+        assert rotated["rewrapped"] >= 2 and rotated["tenants"] >= 1
+        # the dashboards admin's TOTP secret too: it opens under the new key alone
+        new_key_only = SecretBox(json.loads(Path(home, "secrets.json").read_text())["master_key"])
+        code = pyotp.parse_uri(admin["totp_uri"]).now()
+        redis = redis_sync_client(endpoints.redis_url)
+        signed = sign_in(endpoints.database_url, redis, new_key_only, admin["email"],
+                         admin["password"], code)  # fmt: skip
+        assert signed.role == "admin" and signed.tenant_id == tenant.tenant_id
         with psycopg.connect(endpoints.database_url) as owner:
             (tiers,) = owner.execute(
                 "select tiers from model_chains where tenant_id = %s", (tenant.tenant_id,)

@@ -86,7 +86,7 @@ def test_up_seeds_the_demo_and_runs_dagster_and_the_dashboards(tmp_path, monkeyp
             f"{api}/compliance/erasure-requests", json={"user_id": "leaving"}, headers=headers
         ).json()
         assert request["executor"] == "dagster" and request["run_id"], request
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600  # behind the sensor's lakehouse run, maybe
         while time.monotonic() < deadline and request["status"] == "running":
             time.sleep(1)
             request = httpx.get(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import psycopg
 import pytest
 
 from bench.pipeline import generate_day, write_bronze
@@ -73,6 +74,13 @@ def test_prices_are_exact_and_lines_add_up():
     assert prompt.amount == Decimal("0.19")  # 0.1875001875 rounds half-up
     for line in lines.values():
         assert money(line.quantity * line.unit_amount) == line.amount
+    # exports write plain decimals, never exponent forms like 1.875E-7
+    from chatlake.billing import decimal_text, invoices_csv
+
+    assert decimal_text(prompt.unit_amount) == "0.0000001875"
+    invoice = {"invoice_id": "in_x", "tenant_id": "t", "month": "2026-11", "status": "draft",
+               "currency": "usd", "lines": [ln.public() for ln in lines.values()]}  # fmt: skip
+    assert "E-" not in invoices_csv([invoice]) and "0.0000001875" in invoices_csv([invoice])
     with pytest.raises(ValueError):
         Plan(**{**TINY, "monthly_fee": "1.005"})  # no fractions of a cent in a fee
 
@@ -112,7 +120,7 @@ def on_tiny(endpoints):
 
 
 def test_invoices_match_usage_counted_from_bronze_and_a_closed_month_stays(
-    client, admin_headers, own_lake, tiny_plan, on_tiny
+    client, admin_headers, own_lake, tiny_plan, on_tiny, endpoints
 ):
     settings = get_settings()
     assert settings.lake_root == own_lake.lake_root
@@ -192,6 +200,11 @@ def test_invoices_match_usage_counted_from_bronze_and_a_closed_month_stays(
     assert final_invoice["lines"] == busy_invoice["lines"]
     audit = client.get("/v1/audit-log", headers=busy.headers).json()["entries"]
     assert any(e["action"] == "billing.invoice_finalized" for e in audit)
+    for statement in ("update invoices set total = 0 where invoice_id = %s",
+                      "delete from invoice_lines where invoice_id = %s"):  # fmt: skip
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="is final"):
+            with owner_connection(endpoints.database_url) as conn:  # not even the owner
+                conn.execute(statement, (final_invoice["invoice_id"],))
 
     # recomputed from the lake (the warehouse dropped and rebuilt) under a changed price
     # list: the same invoice, since it keeps the prices it was computed with

@@ -58,6 +58,44 @@ def upgrade() -> None:
           check (role <> 'admin' or totp_sealed is not null)
         );
         create index users_tenant on users (tenant_id);
+
+        -- a final invoice and its lines are never changed or removed, whoever asks
+        create function invoices_final_is_final() returns trigger
+        language plpgsql as $$
+        begin
+          if old.status = 'final' then
+            raise exception 'invoice % is final (% refused)', old.invoice_id, tg_op
+              using errcode = 'insufficient_privilege';
+          end if;
+          if tg_op = 'DELETE' then
+            return old;
+          end if;
+          return new;
+        end $$;
+        create trigger invoices_final before update or delete on invoices
+          for each row execute function invoices_final_is_final();
+
+        create function invoice_lines_final_is_final() returns trigger
+        language plpgsql as $$
+        declare
+          invoice text;
+        begin
+          if tg_op = 'INSERT' then
+            invoice := new.invoice_id;
+          else
+            invoice := old.invoice_id;
+          end if;
+          if exists (select 1 from invoices where invoice_id = invoice and status = 'final') then
+            raise exception 'invoice % is final (% refused)', invoice, tg_op
+              using errcode = 'insufficient_privilege';
+          end if;
+          if tg_op = 'DELETE' then
+            return old;
+          end if;
+          return new;
+        end $$;
+        create trigger invoice_lines_final before insert or update or delete on invoice_lines
+          for each row execute function invoice_lines_final_is_final();
         """
     )
     for table in ("invoices", "invoice_lines", "users"):
@@ -73,4 +111,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("drop table if exists invoice_lines, invoices, users")
+    op.execute(
+        """
+        drop table if exists invoice_lines, invoices, users;
+        drop function if exists invoices_final_is_final(), invoice_lines_final_is_final();
+        """
+    )
