@@ -329,3 +329,29 @@ def invoice_json(payload: Any) -> bytes:
         raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
     return orjson.dumps(payload, default=exact)
+
+
+def render_invoices(
+    invoices: list[dict[str, Any]], fmt: str, one: bool = False
+) -> tuple[bytes, str]:
+    """Invoices as `json` (exact decimal numbers), `csv` (a row per line item) or
+    `stripe` (Stripe Invoice objects): the body and its media type. `one`: the first
+    invoice alone rather than a list."""
+    if fmt == "csv":
+        return invoices_csv(invoices).encode(), "text/csv; charset=utf-8"
+    if fmt == "stripe":
+        shaped = [stripe_invoice(invoice) for invoice in invoices]
+        return invoice_json(shaped[0] if one else {"data": shaped}), "application/json"
+    return invoice_json(invoices[0] if one else {"invoices": invoices}), "application/json"
+
+
+def load_invoices(
+    app_database_url: str, tenant_id: str, month: date | None = None
+) -> list[dict[str, Any]]:
+    """A tenant's invoices, newest first, read as the app role under row-level security
+    (for the CLI and the dashboards; the API runs `INVOICES_SQL` on its async pool)."""
+    from chatlake.db import tenant_connection
+
+    with tenant_connection(app_database_url, tenant_id) as conn:
+        rows = conn.execute(INVOICES_SQL, {"month": month, "invoice_id": None}).fetchall()
+    return [shape_invoice(row) for row in rows]

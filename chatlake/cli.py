@@ -573,14 +573,7 @@ def billing_invoices(
 ) -> None:
     """A tenant's invoices as JSON (exact decimal numbers), CSV (a row per line item) or
     Stripe Invoice objects."""
-    from chatlake.billing import (
-        INVOICES_SQL,
-        invoice_json,
-        invoices_csv,
-        shape_invoice,
-        stripe_invoice,
-    )
-    from chatlake.db import tenant_connection
+    from chatlake.billing import load_invoices, render_invoices
     from chatlake.embedded import Services
 
     if fmt not in ("json", "csv", "stripe"):
@@ -588,15 +581,8 @@ def billing_invoices(
     settings = get_settings()
     first = _month(month) if month else None
     url = Services(settings).endpoints().app_database_url
-    with tenant_connection(url, _tenant_id(tenant)) as conn:
-        rows = conn.execute(INVOICES_SQL, {"month": first, "invoice_id": None}).fetchall()
-    invoices = [shape_invoice(row) for row in rows]
-    if fmt == "csv":
-        text = invoices_csv(invoices)
-    elif fmt == "stripe":
-        text = invoice_json({"data": [stripe_invoice(i) for i in invoices]}).decode()
-    else:
-        text = invoice_json({"invoices": invoices}).decode()
+    invoices = load_invoices(url, _tenant_id(tenant), first)
+    text = render_invoices(invoices, fmt)[0].decode()
     if out:
         try:
             with open(out, "w", encoding="utf-8") as handle:

@@ -77,14 +77,10 @@ class TenantMarts:
 
 def invoices(settings: Settings, tenant_id: str) -> list[dict[str, Any]]:
     """The tenant's invoices, newest first (PostgreSQL, row-level security)."""
-    from chatlake.billing import INVOICES_SQL, shape_invoice
-    from chatlake.db import tenant_connection
+    from chatlake.billing import load_invoices
     from chatlake.embedded import Services
 
-    url = Services(settings).endpoints().app_database_url
-    with tenant_connection(url, tenant_id) as conn:
-        rows = conn.execute(INVOICES_SQL, {"month": None, "invoice_id": None}).fetchall()
-    return [shape_invoice(row) for row in rows]
+    return load_invoices(Services(settings).endpoints().app_database_url, tenant_id)
 
 
 def tenant_name(settings: Settings, tenant_id: str) -> str:

@@ -11,11 +11,9 @@ from fastapi import APIRouter, Query, Response
 from chatlake.billing import (
     INVOICES_SQL,
     BillingError,
-    invoice_json,
-    invoices_csv,
     parse_month,
+    render_invoices,
     shape_invoice,
-    stripe_invoice,
 )
 from chatlake.db import tenant_transaction
 from realtime.api.deps import PlatformDep, TenantDep
@@ -36,14 +34,8 @@ async def _invoices(
 
 
 def _render(invoices: list[dict[str, Any]], fmt: Format, one: bool = False) -> Response:
-    if fmt == "csv":
-        return Response(invoices_csv(invoices), media_type="text/csv; charset=utf-8")
-    if fmt == "stripe":
-        shaped: Any = [stripe_invoice(invoice) for invoice in invoices]
-        return Response(invoice_json(shaped[0] if one else {"data": shaped}),
-                        media_type="application/json")  # fmt: skip
-    return Response(invoice_json(invoices[0] if one else {"invoices": invoices}),
-                    media_type="application/json")  # fmt: skip
+    body, media_type = render_invoices(invoices, fmt, one)
+    return Response(body, media_type=media_type)
 
 
 @router.get("/invoices", response_model=InvoiceList, responses=ERRORS)
