@@ -97,6 +97,16 @@ class TenantKeyspace:
         """String: a provider's answer to a prompt, by the prompt's digest."""
         return f"{self.prefix}:llmcache:{digest}"
 
+    def channel_delivery(self, channel: str, message_id_digest: str) -> str:
+        """String: a channel delivery (the provider's message id, hashed) being handled
+        (`processing`) or handled (`done`); a provider's retry of it is not handled again."""
+        return f"{self.prefix}:chan:{channel}:seen:{message_id_digest}"
+
+    @property
+    def channel_dead_letters(self) -> str:
+        """Stream: replies a channel's API would not take after every retry."""
+        return f"{self.prefix}:chan:dead"
+
     @property
     def events(self) -> str:
         """Stream: every message and conversation event of the tenant, in order."""

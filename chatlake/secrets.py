@@ -151,6 +151,24 @@ def rotate(conn: psycopg.Connection[Any], box: SecretBox) -> dict[str, int]:
                         ),
                         (Jsonb(items), tenant_id),
                     )
+        # channels' secrets: one object of sealed values per tenant and channel
+        channels = (
+            conn.cursor(row_factory=tuple_row)
+            .execute("select tenant_id, channel, sealed_secrets from channel_configs for update")
+            .fetchall()
+        )
+        for tenant_id, channel, sealed in channels:
+            context = f"{tenant_id}:channel:{channel}"
+            stale = {name: token for name, token in sealed.items() if not box.is_current(token)}
+            counts["current"] += len(sealed) - len(stale)
+            if stale:
+                sealed.update({name: box.rewrap(t, context) for name, t in stale.items()})
+                counts["rewrapped"] += len(stale)
+                conn.execute(
+                    "update channel_configs set sealed_secrets = %s "
+                    "where tenant_id = %s and channel = %s",
+                    (Jsonb(sealed), tenant_id, channel),
+                )
         # dashboards admins' TOTP secrets (chatlake/users.py seals them per user)
         users = conn.execute(
             "select user_id::text, totp_sealed from users where totp_sealed is not null for update"

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -101,6 +102,10 @@ def erase_redis(redis: Redis, tenant_id: str, user_id: str, pseudonym: str) -> d
     stream_entries = _subject_entries(redis, keys.events, user_id)
     if stream_entries:
         redis.xdel(keys.events, *stream_entries)
+    # replies a channel would not take, kept with their addressee (realtime/channels)
+    dead_letters = _subject_entries(redis, keys.channel_dead_letters, user_id)
+    if dead_letters:
+        redis.xdel(keys.channel_dead_letters, *dead_letters)
     cache = list(redis.scan_iter(match=f"{keys.prefix}:llmcache:*", count=1000))
     if cache:
         redis.delete(*cache)
@@ -110,6 +115,7 @@ def erase_redis(redis: Redis, tenant_id: str, user_id: str, pseudonym: str) -> d
         "conversations": len(conversations),
         "keys_deleted": deleted_keys,
         "stream_entries_deleted": len(stream_entries),
+        "channel_dead_letters_deleted": len(dead_letters),
         "cache_entries_deleted": len(cache),
         "subject_key_destroyed": key_destroyed,
         "append_only_file": "rewritten",
@@ -148,7 +154,9 @@ def erase_lake(
     ]
 
 
-PG_SUBJECT_TABLES = ("nlu_review_items", "nlu_labels")  # rows keyed by the subject's user_key
+# rows keyed by the subject's user_key: review-queue items, labels, and the links of the
+# subject's identities on the channels (phone numbers, Slack ids, ...)
+PG_SUBJECT_TABLES = ("nlu_review_items", "nlu_labels", "channel_identities")
 
 
 def erase_postgresql(database_url: str, tenant_id: str, pseudonym: str) -> dict[str, Any]:
@@ -162,13 +170,18 @@ def erase_postgresql(database_url: str, tenant_id: str, pseudonym: str) -> dict[
                 (tenant_id, pseudonym),
             )
             deleted[table] = cur.rowcount
+    # The links hold channel ids in the clear: their dead tuples go now, not at autovacuum.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("vacuum channel_identities")
     return {
         "rows_deleted": deleted,
         "note": "End-user text in PostgreSQL (review-queue utterances) is stored sealed under "
         "a key of the subject's own, kept in Redis; that key was destroyed and Redis's "
         "append-only file rewritten, so the dead tuples and WAL records PostgreSQL keeps "
         "until vacuum and checkpoints recycle them hold only ciphertext no key opens. "
-        "Labels keep no text. Erasure requests keep a digest of the subject, never the id.",
+        "Labels keep no text. The subject's channel identity links are deleted and the "
+        "table vacuumed at once; WAL records of them are recycled by the next checkpoints. "
+        "Erasure requests keep a digest of the subject, never the id.",
     }
 
 
@@ -262,6 +275,8 @@ def verify(
             found.append(f"redis key {name}")
     if _subject_entries(redis, keys.events, user_id):
         found.append("redis stream entries")
+    if _subject_entries(redis, keys.channel_dead_letters, user_id):
+        found.append("redis channel dead letters")
     redis_dir = Path(str(redis.config_get("dir")["dir"]))
     for path in redis_dir.iterdir():
         if path.suffix in (".aof", ".rdb") and _file_mentions(path, needles):

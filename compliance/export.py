@@ -60,7 +60,17 @@ def _redis_state(redis: Redis, tenant_id: str, user_id: str) -> dict[str, Any]:
         for _, fields in entries
         if fields and (event := orjson.loads(fields[b"event"])).get("user_id") == user_id
     ]
-    return {"conversations": conversations, "events_not_yet_in_the_lake": pending}
+    dead: Any = redis.xrange(keys.channel_dead_letters)
+    undelivered = [
+        record
+        for _, fields in dead
+        if fields and (record := orjson.loads(fields[b"event"])).get("user_id") == user_id
+    ]
+    return {
+        "conversations": conversations,
+        "events_not_yet_in_the_lake": pending,
+        "channel_replies_not_delivered": undelivered,
+    }
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -87,6 +97,11 @@ def _postgresql(settings: Settings, redis: Redis, tenant_id: str, user_id: str) 
                  from nlu_review_items where user_key = %s""",
             (user_key,),
         ).fetchall()
+        identities = conn.execute(
+            """select channel, external_id, created_at::text
+                 from channel_identities where user_key = %s order by channel""",
+            (user_key,),
+        ).fetchall()
         labels = conn.execute(
             """select event_id, intent, language, labelled_by, created_at::text
                  from nlu_labels where user_key = %s""",
@@ -100,6 +115,7 @@ def _postgresql(settings: Settings, redis: Redis, tenant_id: str, user_id: str) 
             for row, text in zip(review, texts, strict=True)
         ],
         "intent_labels": labels,
+        "channel_identities": identities,
     }
 
 

@@ -19,6 +19,7 @@ from realtime.api.errors import error_response, install_error_handlers
 from realtime.api.routes import (
     api_keys,
     billing,
+    channels,
     compliance,
     conversations,
     flows,
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Routes match in order: the hot path first.
     routers = (messages, conversations, flows, nlu, knowledge, model_chain, tenants, api_keys,
-               compliance, billing)  # fmt: skip
+               compliance, billing, channels)  # fmt: skip
     for module in (*routers, health):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -38,6 +38,21 @@ REQUEST_SECONDS = Histogram(
 MESSAGES = Counter("chatlake_messages_total", "Messages handled", ["direction", "tier"])
 RATE_LIMITED = Counter("chatlake_rate_limited_total", "Messages refused by the rate limit")
 EVENTS_APPENDED = Counter("chatlake_events_appended_total", "Events appended to the event log")
+CHANNEL_REFUSED = Counter(
+    "chatlake_channel_webhooks_refused_total",
+    "Channel webhooks refused (bad or missing signature, channel not configured or disabled)",
+    ["channel", "reason"],
+)
+CHANNEL_DUPLICATES = Counter(
+    "chatlake_channel_duplicate_deliveries_total",
+    "Channel deliveries seen before (a provider's retry), not handled again",
+    ["channel"],
+)
+CHANNEL_SENDS = Counter(
+    "chatlake_channel_sends_total",
+    "Requests to the channels' send APIs, by outcome (sent, retried, dead_letter)",
+    ["channel", "outcome"],
+)
 
 
 def metrics_payload(extra: CollectorRegistry | None = None) -> tuple[bytes, str]:

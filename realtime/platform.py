@@ -18,6 +18,10 @@ from chatlake.keyspace import redis_client, redis_sync_client
 from chatlake.secrets import secret_box
 from chatlake.settings import Settings
 from chatlake.tenants import ControlPlane
+from realtime.channels.config import ChannelStore
+from realtime.channels.delivery import Deliveries, Sender
+from realtime.channels.identities import Identities
+from realtime.channels.teams import OpenIdKeys
 from realtime.engine.breaker import CircuitBreaker
 from realtime.engine.conversation import Replies
 from realtime.engine.flows.engine import sample_flow
@@ -54,6 +58,11 @@ class Platform:
     knowledge: KnowledgeBase
     model_chain: ModelChainStore
     replies: Replies
+    channels: ChannelStore
+    identities: Identities
+    deliveries: Deliveries
+    sender: Sender
+    teams_keys: OpenIdKeys
     # what stamps messages and events: the wall clock; the demo seeder (chatlake/demo.py)
     # replays past days through the same code with it moved back
     clock: Callable[[], datetime] = field(default_factory=lambda: _utc_now)
@@ -67,10 +76,10 @@ class Platform:
         redis = redis_client(endpoints.redis_url)
         control = ControlPlane(pool, redis, sample_flow())
         knowledge = KnowledgeBase(pool)
-        chain = ModelChainStore(pool, secret_box(settings))
         # httpx's API over aiohttp's connection pool: httpcore's pool checks every pooled
         # connection on each request, which cost the chain more than half its CPU under load.
         http = HttpxAiohttpClient(limits=httpx.Limits(max_connections=200))
+        box = secret_box(settings)
         return cls(
             settings=settings,
             endpoints=endpoints,
@@ -82,13 +91,19 @@ class Platform:
             intents=IntentRegistry(pool, redis, settings.lake_root),
             flows=FlowRegistry(pool, control),
             knowledge=knowledge,
-            model_chain=chain,
+            model_chain=(chain := ModelChainStore(pool, box)),
             replies=Replies(
                 knowledge, chain, http, CircuitBreaker(redis), redis, settings.llm_prices
             ),
+            channels=ChannelStore(pool, box, control),
+            identities=Identities(pool, settings.secret("pseudonym_key")),
+            deliveries=Deliveries(redis),
+            sender=Sender(http, redis),
+            teams_keys=OpenIdKeys(http),
         )
 
     async def close(self) -> None:
+        await self.sender.drain()
         await self.pool.close()
         await self.redis.aclose()
         await self.replies.http.aclose()

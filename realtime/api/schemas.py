@@ -9,27 +9,12 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from realtime.channels.model import MODEL_TYPES
 from realtime.engine.nlu.entities import compile_tenant_pattern
 
 CHANNELS = ("web", "api", "whatsapp", "messenger", "slack", "teams", "twilio", "twilio-voice")
-MESSAGE_TYPES = (
-    "text",
-    "image",
-    "file",
-    "audio",
-    "video",
-    "location",
-    "contact",
-    "sticker",
-    "quick_reply",
-    "postback",
-    "button",
-    "card",
-    "carousel",
-    "template",
-    "reaction",
-    "event",
-)
+# the channels' message model, and what the API took before it
+MESSAGE_TYPES = (*MODEL_TYPES, "button", "card", "event")
 Channel = Literal[CHANNELS]  # type: ignore[valid-type]
 MessageType = Literal[MESSAGE_TYPES]  # type: ignore[valid-type]
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -85,8 +70,11 @@ class Intent(BaseModel):
 
 class ReplyOut(BaseModel):
     type: str
-    text: str
+    text: str = Field(description="The reply as text (a rich reply's numbered-text form)")
     message_id: str
+    payload: dict[str, Any] | None = Field(
+        default=None, description="A rich reply's fields (buttons, cards, media URL, ...)"
+    )
 
 
 class AnsweredBy(BaseModel):

@@ -10,6 +10,7 @@ scores above the threshold), then the rules as the last resort.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ from realtime.engine.rules import rule_reply
 
 @dataclass
 class Answer:
-    texts: list[str]
+    texts: Sequence[str | dict[str, Any]]  # texts, and rich replies from the flow
     intent: str | None
     confidence: float | None
     handoff: bool
@@ -197,7 +198,7 @@ async def answer(
     via_chain: ChainReply | None = None
     if step.used_reply_chain:
         via_chain = await _reply_chain(replies, tenant_id, text, message_type, context or [])
-        answer_texts = via_chain.texts
+        answer_texts: list[str | dict[str, Any]] = list(via_chain.texts)
         texts = [piece for t in texts for piece in (answer_texts if t == _CHAIN else [t])]
     return Answer(
         texts=texts,

@@ -76,6 +76,17 @@ def test_a_user_is_erased_everywhere_and_nobody_else_is_touched(
     assert run_ingest(home, f"era-{uuid4().hex[:6]}").returncode == 0
     assert run_pipeline(settings)["success"]
     late = converse(client, tenant, subject, [f"again {SECRET}"])  # still in the stream
+    # the subject on a channel: an identity link, and a reply the channel would not take
+    linked = client.post("/v1/identities", json={"user_id": subject, "channel": "whatsapp",
+                                                 "external_id": "15550001111"},
+                         headers=tenant.headers)  # fmt: skip
+    assert linked.status_code == 201
+    keys = TenantKeyspace(tenant.tenant_id)
+    r = redis_lib.Redis.from_url(endpoints.redis_url)
+    letter = {"channel": "whatsapp", "user_id": subject, "conversation_id": late,
+              "address": {"to": "15550001111"}, "body": {"text": {"body": SECRET}},
+              "error": "HTTP 400", "attempts": 1, "at": "2026-11-26T00:00:00+00:00"}  # fmt: skip
+    r.xadd(keys.channel_dead_letters, {"event": json.dumps(letter)})
     kept = {r for r in bronze_rows(settings) if not (r[1] == tenant.tenant_id and r[2] == subject)}
     assert files_with(Path(home), SECRET)  # before: in the lake, the warehouse, Redis
 
@@ -89,14 +100,16 @@ def test_a_user_is_erased_everywhere_and_nobody_else_is_touched(
     assert lake["silver/turns"]["rows_deleted"] == lake["bronze/messages"]["rows_deleted"]
     assert certificate["stores"]["redis"]["stream_entries_deleted"] >= 2  # the late turn
     assert certificate["stores"]["redis"]["conversations"] == 2
+    assert certificate["stores"]["redis"]["channel_dead_letters_deleted"] == 1
+    assert certificate["stores"]["postgresql"]["rows_deleted"]["channel_identities"] == 1
+    links = client.get("/v1/identities", params={"user_id": subject}, headers=tenant.headers)
+    assert links.json()["identities"] == []
 
     # Gone: from every file under the home, older table versions, Redis, the warehouse.
     assert files_with(Path(home), SECRET) == []
     for name, column in SUBJECT_COLUMNS.items():  # no readable version holds the subject
         who = subject if column == "user_id" else pseudonym(settings, tenant.tenant_id, subject)
         assert versions_holding(settings.lake_root, name, tenant.tenant_id, who) == [], name
-    keys = TenantKeyspace(tenant.tenant_id)
-    r = redis_lib.Redis.from_url(endpoints.redis_url)
     assert not r.exists(keys.conversation(late), keys.user_conversations(subject))
     # Everyone else, row for row: the same user id in the other tenant included.
     assert run_ingest(home, f"era-{uuid4().hex[:6]}").returncode == 0
@@ -183,6 +196,8 @@ def test_a_subject_export_holds_everything_from_every_store(
     assert run_ingest(home, f"exp-{uuid4().hex[:6]}").returncode == 0
     open_conversation = converse(client, tenant, "eva", ["a newer question"])  # not ingested
     converse(client, tenant, "someone-else", ["hello"])
+    link = {"user_id": "eva", "channel": "slack", "external_id": "U2147483697"}
+    client.post("/v1/identities", json=link, headers=tenant.headers)
 
     out = tmp_path / "eva.zip"
     summary = json.loads(run("export", "--tenant", tenant.tenant_id, "--user", "eva",
@@ -205,6 +220,8 @@ def test_a_subject_export_holds_everything_from_every_store(
         pending = redis_part["events_not_yet_in_the_lake"]
         assert {e["text"] for e in pending if e.get("direction") == "in"} == {"a newer question"}
         assert all(e["user_id"] == "eva" for e in pending)
+        [link] = manifest["stores"]["postgresql"]["channel_identities"]
+        assert (link["channel"], link["external_id"]) == ("slack", "U2147483697")
 
 
 # Killed at each step in turn (and the lake step right after its DELETE:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from chatlake.apikeys import ParsedKey
 from realtime.api.errors import ApiError, parse_json_body
 from realtime.api.schemas import MessageIn, MessageOut, error_responses
 from realtime.auth import admit, bearer_token, parse_bearer
+from realtime.channels.model import Rendered, as_text, reply_item
 from realtime.engine.context import update_summary
 from realtime.engine.conversation import answer
 from realtime.events import conversation_event, encode, message_event, new_event_id
@@ -46,6 +49,23 @@ async def post_message(request: Request) -> Response:
     platform: Platform = request.app.state.platform
     key = parse_bearer(bearer_token(request.headers.get("authorization")))
     body = parse_json_body(MessageIn, await request.body())
+    result, _ = await converse(platform, key, body, started)
+    return Response(orjson.dumps(result), media_type="application/json")
+
+
+Render = Callable[[dict[str, Any]], Rendered]
+
+
+async def converse(
+    platform: Platform,
+    key: ParsedKey,
+    body: MessageIn,
+    started: float,
+    render: Render | None = None,
+) -> tuple[dict[str, Any], list[Rendered]]:
+    """One end-user message through the whole path (admission, rate limit, the engine,
+    state and events): the API's answer, and the replies rendered by `render` (a channel's
+    renderer; its degradations are recorded on the replies' events)."""
     admission = await admit(platform, key, rate_limited=True, conversation_id=body.conversation_id)
     conversation_id = body.conversation_id or new_event_id()
     for _ in range(TURN_ATTEMPTS):
@@ -57,7 +77,9 @@ async def post_message(request: Request) -> Response:
                 409, "the conversation belongs to another user", code="conversation_user_mismatch"
             )
         try:
-            result = await _turn(platform, key.tenant_id, body, admission, conversation_id, started)
+            return await _turn(
+                platform, key.tenant_id, body, admission, conversation_id, started, render
+            )
         except SubjectErasing:
             raise ApiError(
                 409, "this user's data is being erased; send the message again when the "
@@ -70,7 +92,6 @@ async def post_message(request: Request) -> Response:
                 platform, key, rate_limited=False, conversation_id=body.conversation_id
             )
             continue
-        return Response(orjson.dumps(result), media_type="application/json")
     raise ApiError(
         409, "the conversation kept changing while this message was handled; send it again",
         code="conversation_busy",
@@ -84,7 +105,8 @@ async def _turn(
     admission: Admission,
     conversation_id: str,
     started: float,
-) -> dict[str, Any]:
+    render: Render | None = None,
+) -> tuple[dict[str, Any], list[Rendered]]:
     """One message's turn: answer it, then record state and events in one script."""
     conversation = admission.conversation
     received_at = platform.clock()
@@ -133,25 +155,32 @@ async def _turn(
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     replied_at = platform.clock()
     usage = reply.usage
-    outbound = [
-        message_event(
-            **common,
-            **versions,
-            direction="out",
-            type="text",
-            text=text,
-            tier=reply.tier,
-            provider=reply.provider,
-            model=reply.model,
-            latency_ms=latency_ms,
-            # a call's tokens and cost go on its first reply, so sums count them once
-            prompt_tokens=usage.prompt_tokens if usage and i == 0 else None,
-            completion_tokens=usage.completion_tokens if usage and i == 0 else None,
-            cost_usd=usage.cost_usd if usage and i == 0 else None,
-            created_at=replied_at,
+    items = [reply_item(value) for value in reply.texts]
+    rendered = [render(item) for item in items] if render else []
+    outbound = []
+    for i, item in enumerate(items):
+        payload = None if item["type"] == "text" and len(item) == 2 else dict(item)
+        if rendered and rendered[i].degraded:
+            payload = {**(payload or {}), "degraded": rendered[i].degraded}
+        outbound.append(
+            message_event(
+                **common,
+                **versions,
+                direction="out",
+                type=item["type"],
+                text=as_text(item),
+                payload=payload,
+                tier=reply.tier,
+                provider=reply.provider,
+                model=reply.model,
+                latency_ms=latency_ms,
+                # a call's tokens and cost go on its first reply, so sums count them once
+                prompt_tokens=usage.prompt_tokens if usage and i == 0 else None,
+                completion_tokens=usage.completion_tokens if usage and i == 0 else None,
+                cost_usd=usage.cost_usd if usage and i == 0 else None,
+                created_at=replied_at,
+            )
         )
-        for i, text in enumerate(reply.texts)
-    ]
     fields = {
         "updated_at": replied_at.isoformat(),
         "channel": body.channel,
@@ -206,8 +235,13 @@ async def _turn(
         "conversation_id": conversation_id,
         "message_id": inbound["event_id"],
         "replies": [
-            {"type": event["type"], "text": event["text"], "message_id": event["event_id"]}
-            for event in outbound
+            {
+                "type": event["type"],
+                "text": event["text"],
+                "message_id": event["event_id"],
+                **({"payload": item} if event["type"] != "text" else {}),
+            }
+            for event, item in zip(outbound, items, strict=True)
         ],
         "intent": (
             {"name": reply.intent, "confidence": reply.confidence} if reply.intent else None
@@ -219,4 +253,4 @@ async def _turn(
         else None,
         "model_version": reply.model_version,
     }
-    return result
+    return result, rendered

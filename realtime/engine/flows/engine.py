@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 from jsonschema import Draft202012Validator, FormatChecker
+
+from realtime.channels.model import validate_reply
 
 MAX_STEPS = 25  # states entered for one message: a `next` cycle stops here
 DEFAULT_INVALID = "Sorry, that doesn't look right."
@@ -73,10 +75,30 @@ def validate_flow(document: Any) -> None:
             check(state["slot"]["on_failure"], ["states", name, "slot", "on_failure"])
         for i, transition in enumerate(state.get("transitions", [])):
             check(transition["to"], ["states", name, "transitions", i, "to"])
+    for where, reply in _rich_replies(document):
+        problem = validate_reply(reply)
+        if problem:
+            problems.append({"path": _path(where), "problem": problem})
     if not problems:
         problems += _next_cycles(states)
     if problems:
         raise FlowInvalid(problems)
+
+
+def _rich_replies(document: dict[str, Any]) -> Iterator[tuple[list[Any], dict[str, Any]]]:
+    """Every rich reply of the flow, with where it is."""
+    places: list[tuple[list[Any], Any]] = [(["fallback", "say"], document.get("fallback", {}))]
+    for name, state in document["states"].items():
+        places.append((["states", name, "say"], state))
+        slot = state.get("slot", {})
+        for key in ("prompt", "invalid"):
+            places.append((["states", name, "slot", key], {"say": slot.get(key)}))
+    for where, holder in places:
+        value = holder.get("say") if isinstance(holder, dict) else None
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                yield ([*where, i] if isinstance(value, list) else where), item
 
 
 def _next_cycles(states: dict[str, Any]) -> list[dict[str, str]]:
@@ -135,9 +157,12 @@ class Message:
     entities: list[dict[str, Any]]
 
 
+Say = str | dict[str, Any]  # a text, or a rich reply (realtime/channels/model.py)
+
+
 @dataclass
 class StepResult:
-    texts: list[str]
+    texts: list[Say]
     state: FlowState
     handoff: bool
     used_reply_chain: bool = False
@@ -147,11 +172,22 @@ class StepResult:
 ReplyChain = Callable[[Message], list[str]]
 
 
-def _texts(value: str | list[str] | None, slots: dict[str, Any]) -> list[str]:
+def _texts(value: Say | list[Say] | None, slots: dict[str, Any]) -> list[Say]:
     if value is None:
         return []
-    items = [value] if isinstance(value, str) else value
-    return [_render(text, slots) for text in items]
+    items = value if isinstance(value, list) else [value]
+    return [_fill(item, slots) for item in items]
+
+
+def _fill(item: Any, slots: dict[str, Any]) -> Any:
+    """`{slot}` replaced in a text, or in every text of a rich reply."""
+    if isinstance(item, str):
+        return _render(item, slots)
+    if isinstance(item, list):
+        return [_fill(part, slots) for part in item]
+    if isinstance(item, dict):
+        return {key: _fill(part, slots) for key, part in item.items()}
+    return item
 
 
 def _render(text: str, slots: dict[str, Any]) -> str:
@@ -215,7 +251,7 @@ class FlowRun:
         self.fs = state
         self.message = message
         self.chain = chain
-        self.out: list[str] = []
+        self.out: list[Say] = []
         self.used_chain = False
         self.visited: list[str] = []
         # Once the message has answered a slot it must not fill the next one as well.

@@ -1,0 +1,237 @@
+"""Deliveries both ways: each provider message handled once, each reply sent with the
+channel's rate limit and retries, and a dead-letter record for what could not be sent.
+
+Inbound, `claim` marks the provider's message id in Redis (`processing`, then `done` with
+a TTL): a provider's retry of a message already handled is acknowledged and skipped; one
+that arrives while the first is still being handled is asked to come back (503), so a
+failure of the first loses nothing.
+
+Outbound, replies are sent after the webhook is answered (providers want a quick 200), in
+order, one task per inbound message: a per-tenant-and-channel token bucket paces the
+requests; 429s, 5xx, throttling codes and network errors are retried with exponential
+backoff (or the provider's Retry-After); what is still refused goes to the tenant's
+dead-letter stream with the error (`GET /v1/channels/{channel}/dead-letters`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import ModuleType
+from typing import Any
+
+import httpx
+import orjson
+from aiolimiter import AsyncLimiter
+from redis.asyncio import Redis
+
+from chatlake.keyspace import TenantKeyspace
+from realtime.channels import messenger, slack, teams, twilio, whatsapp
+from realtime.channels.base import Call, Outcome
+from realtime.channels.config import ChannelConfig, config_channel
+from realtime.channels.model import Rendered
+from realtime.observability import CHANNEL_SENDS
+
+log = logging.getLogger(__name__)
+
+SEND_MODULES: dict[str, ModuleType] = {
+    "whatsapp": whatsapp,
+    "messenger": messenger,
+    "slack": slack,
+    "teams": teams,
+    "twilio": twilio,
+}
+SEEN_SECONDS = 7 * 24 * 3600  # providers retry for hours (Meta up to 36 h); a week covers it
+PROCESSING_SECONDS = 120  # a crashed handler's claim expires, so the provider's retry is handled
+DEAD_LETTERS_KEPT = 10_000
+DEFAULT_RATE_PER_S = 20.0
+
+
+class Deliveries:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    @staticmethod
+    def _key(tenant_id: str, channel: str, message_id: str) -> str:
+        digest = hashlib.sha256(message_id.encode()).hexdigest()[:32]
+        return TenantKeyspace(tenant_id).channel_delivery(channel, digest)
+
+    async def claim(self, tenant_id: str, channel: str, message_id: str) -> str:
+        """`new` (handle it), `done` (handled before) or `busy` (being handled)."""
+        key = self._key(tenant_id, channel, message_id)
+        if await self.redis.set(key, "processing", nx=True, ex=PROCESSING_SECONDS):
+            return "new"
+        state = await self.redis.get(key)
+        return "done" if state == b"done" else "busy"
+
+    async def done(self, tenant_id: str, channel: str, message_id: str) -> None:
+        await self.redis.set(self._key(tenant_id, channel, message_id), "done", ex=SEEN_SECONDS)
+
+    async def release(self, tenant_id: str, channel: str, message_id: str) -> None:
+        """Handling failed: the provider's retry must be handled."""
+        await self.redis.delete(self._key(tenant_id, channel, message_id))
+
+
+@dataclass
+class Outgoing:
+    """The replies to one inbound message, rendered, and whom they are for."""
+
+    config: ChannelConfig
+    channel: str
+    address: dict[str, Any]
+    rendered: list[Rendered]
+    user_id: str
+    conversation_id: str
+
+
+class Sender:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        redis: Redis,
+        *,
+        attempts: int = 5,
+        backoff_s: float = 0.25,
+        max_wait_s: float = 30.0,
+    ) -> None:
+        self.http = http
+        self.redis = redis
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.max_wait_s = max_wait_s
+        self.teams_tokens = teams.Tokens(http)
+        self._limiters: dict[tuple[str, str], tuple[float, AsyncLimiter]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def dispatch(self, outgoing: Outgoing) -> None:
+        """Send in the background, in order; the webhook's answer does not wait."""
+        if not any(r.bodies for r in outgoing.rendered):
+            return
+        task = asyncio.create_task(self.send_all(outgoing))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Let the sends under way finish (on shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+    def _limiter(self, config: ChannelConfig) -> AsyncLimiter:
+        rate = float(config.options.get("rate_limit_per_s") or DEFAULT_RATE_PER_S)
+        key = (config.tenant_id, config.channel)
+        current = self._limiters.get(key)
+        if current is None or current[0] != rate:
+            # a bucket of one second's sends: bursts up to the rate, then paced
+            current = (
+                rate,
+                AsyncLimiter(max(rate, 1.0), 1.0) if rate >= 1 else AsyncLimiter(1, 1.0 / rate),
+            )
+            self._limiters[key] = current
+        return current[1]
+
+    async def send_all(self, outgoing: Outgoing) -> None:
+        for rendered in outgoing.rendered:
+            for body in rendered.bodies:
+                try:
+                    await self.send(outgoing, body)
+                except Exception:  # a bug must not kill the task silently
+                    log.exception("channel send failed", extra={"channel": outgoing.channel})
+                    await self._dead_letter(outgoing, body, "internal error", 0)
+
+    async def send(self, outgoing: Outgoing, body: Any) -> bool:
+        """One body to the channel's API; True once delivered, False once dead-lettered."""
+        module = SEND_MODULES[outgoing.config.channel]
+        limiter = self._limiter(outgoing.config)
+        result = Outcome(False, error="not attempted")
+        for attempt in range(1, self.attempts + 1):
+            async with limiter:
+                result = await self._attempt(module, outgoing, body)
+            if result.delivered:
+                CHANNEL_SENDS.labels(outgoing.channel, "sent").inc()
+                return True
+            if not result.retry or attempt == self.attempts:
+                break
+            CHANNEL_SENDS.labels(outgoing.channel, "retried").inc()
+            wait = result.retry_after_s
+            if wait is None:
+                wait = self.backoff_s * 2 ** (attempt - 1)
+            await asyncio.sleep(min(wait, self.max_wait_s))
+        await self._dead_letter(outgoing, body, result.error or "refused", attempt)
+        return False
+
+    async def _attempt(self, module: ModuleType, outgoing: Outgoing, body: Any) -> Outcome:
+        config = outgoing.config
+        try:
+            if module is teams:
+                token = await self.teams_tokens.token(config)
+                request: Call = teams.call(config, outgoing.address, body, token)
+            else:
+                request = module.call(config, outgoing.address, body)
+            response = await self.http.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                json=request.json,
+                data=request.data,
+                auth=request.auth,
+                timeout=15.0,
+            )
+        except httpx.HTTPStatusError as exc:  # the token endpoint refused
+            return Outcome(
+                False,
+                retry=exc.response.status_code >= 500 or exc.response.status_code == 429,
+                error=f"token request: HTTP {exc.response.status_code}",
+            )
+        except (httpx.TransportError, OSError) as exc:
+            return Outcome(False, retry=True, error=f"{type(exc).__name__}: {exc}")
+        result: Outcome = module.outcome(response)
+        if module is teams and response.status_code == 401:
+            self.teams_tokens.forget(config)
+            return Outcome(False, retry=True, error=result.error)
+        return result
+
+    async def _dead_letter(self, outgoing: Outgoing, body: Any, error: str, attempts: int) -> None:
+        CHANNEL_SENDS.labels(outgoing.channel, "dead_letter").inc()
+        record = {
+            "channel": outgoing.channel,
+            "user_id": outgoing.user_id,
+            "conversation_id": outgoing.conversation_id,
+            "address": outgoing.address,
+            "body": body,
+            "error": error,
+            "attempts": attempts,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        await self.redis.xadd(
+            TenantKeyspace(outgoing.config.tenant_id).channel_dead_letters,
+            {"event": orjson.dumps(record)},
+            maxlen=DEAD_LETTERS_KEPT,
+            approximate=True,
+        )
+        log.warning(
+            "channel reply dead-lettered", extra={"channel": outgoing.channel, "error": error}
+        )
+
+
+async def dead_letters(
+    redis: Redis, tenant_id: str, channel: str, limit: int
+) -> list[dict[str, Any]]:
+    """The tenant's dead letters of `channel`, newest first."""
+    entries = await redis.xrevrange(
+        TenantKeyspace(tenant_id).channel_dead_letters, count=DEAD_LETTERS_KEPT
+    )
+    found = []
+    for entry_id, fields in entries or []:
+        record = orjson.loads(fields[b"event"])  # type: ignore[index]
+        if config_channel(record["channel"]) == channel:
+            found.append({"dead_letter_id": _text(entry_id), **record})
+            if len(found) >= limit:
+                break
+    return found
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,593 @@
+"""Channels through the HTTP API against the real stores: configuration, every channel's
+webhook (valid and invalid signatures, expired timestamps, replayed deliveries), replies
+sent to loopback servers that speak each channel's send API (errors and rate limits
+included), identity links, voice, and the web widget's API."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+from xml.sax.saxutils import escape
+
+import orjson
+import psycopg
+import pytest
+
+from tests.utils import channel_samples as samples
+from tests.utils.channels import ChannelServer, meta_headers, slack_headers, twilio_headers
+from tests.utils.factories import create_tenant, send
+
+APP_SECRET = "meta-app-secret-123"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+AUTH_TOKEN = "twilio-auth-token-SECRET"
+APP_ID = "c9e8c047-2a74-40a2-b28a-b162d5f5327c"
+
+RICH_FLOW = {
+    "start": "hub",
+    "states": {
+        "hub": {
+            "transitions": [{"when": {"pattern": "^menu"}, "to": "menu"}],
+        },
+        "menu": {
+            "say": [
+                "Here is the menu",
+                samples.REPLIES["buttons"],
+                samples.REPLIES["carousel"],
+                samples.REPLIES["quick_replies"],
+            ],
+            "next": "hub",
+        },
+    },
+}
+
+
+@pytest.fixture
+def provider():
+    server = ChannelServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fast_retries(client):
+    sender = client.app.state.platform.sender
+    saved = sender.backoff_s
+    sender.backoff_s = 0.01
+    yield
+    sender.backoff_s = saved
+
+
+def configure(client, tenant, channel, secrets, provider=None, **extra):
+    body = {"secrets": secrets, **extra}
+    if provider is not None:
+        body["api_base_url"] = provider.url
+    response = client.put(f"/v1/channels/{channel}", json=body, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def whatsapp_config(client, tenant, provider):
+    return configure(
+        client,
+        tenant,
+        "whatsapp",
+        {
+            "app_secret": APP_SECRET,
+            "verify_token": "verify-me",
+            "access_token": "EAAG-SECRET",
+            "phone_number_id": samples.WA_PHONE_ID,
+        },
+        provider,
+    )
+
+
+def post_meta(client, channel, tenant, payload, secret=APP_SECRET):
+    raw = orjson.dumps(payload)
+    return client.post(
+        f"/v1/channels/{channel}/{tenant.tenant_id}", content=raw, headers=meta_headers(secret, raw)
+    )
+
+
+def metric(client, name, **labels):
+    text = client.get("/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def conversation_of(client, tenant, user_id):
+    listed = client.get("/v1/conversations", params={"user_id": user_id}, headers=tenant.headers)
+    [summary] = listed.json()["conversations"]
+    return client.get(
+        f"/v1/conversations/{summary['conversation_id']}", headers=tenant.headers
+    ).json()
+
+
+# Configuration
+
+
+def test_configuration_keeps_secrets_sealed_and_never_returns_them(
+    client, tenant, endpoints, provider
+):
+    shown = whatsapp_config(client, tenant, provider)
+    assert shown["secrets_set"] == ["access_token", "app_secret", "phone_number_id", "verify_token"]
+    assert shown["webhook_url"] == f"/v1/channels/whatsapp/{tenant.tenant_id}"
+    got = client.get("/v1/channels/whatsapp", headers=tenant.headers)
+    assert "SECRET" not in got.text and "meta-app-secret" not in got.text
+    with psycopg.connect(endpoints.database_url) as owner:
+        stored = owner.execute(
+            "select sealed_secrets::text from channel_configs where tenant_id = %s",
+            (tenant.tenant_id,),
+        ).fetchone()[0]
+    assert "SECRET" not in stored and APP_SECRET not in stored
+    # a PUT without a secret keeps it; an empty one removes it
+    kept = configure(client, tenant, "whatsapp", {"verify_token": ""})
+    assert "app_secret" in kept["secrets_set"] and "verify_token" not in kept["secrets_set"]
+    keys = client.get("/v1/api-keys", headers=tenant.headers).json()
+    assert any(k["name"] == "channel:whatsapp" for k in keys["api_keys"])
+
+
+def test_configuration_is_validated_and_private(client, tenant, other_tenant):
+    bad = client.put(
+        "/v1/channels/slack", json={"secrets": {"app_secret": "x"}}, headers=tenant.headers
+    )
+    assert bad.status_code == 422 and "signing_secret" in bad.json()["error"]["message"]
+    assert client.put("/v1/channels/pager", json={}, headers=tenant.headers).status_code == 404
+    url = client.put("/v1/channels/slack", json={"api_base_url": "ftp://x"}, headers=tenant.headers)
+    assert url.status_code == 422
+    origins = client.put(
+        "/v1/channels/web", json={"allowed_origins": ["example.com"]}, headers=tenant.headers
+    )
+    assert origins.status_code == 422
+    assert client.put("/v1/channels/slack", json={}, headers=tenant.headers).status_code == 200
+    assert client.get("/v1/channels/slack", headers=other_tenant.headers).status_code == 404
+    assert client.get("/v1/channels/slack").status_code == 401
+
+
+# WhatsApp and Messenger
+
+
+def test_whatsapp_message_is_answered_sent_and_streamed_with_its_channel(client, tenant, provider):
+    whatsapp_config(client, tenant, provider)
+    payload = samples.whatsapp({"id": "wamid.hello1", "type": "text", "text": {"body": "hello"}})
+    response = post_meta(client, "whatsapp", tenant, payload)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"received": 1, "answered": 1}
+    [sent] = provider.wait_for(1, "/messages")
+    assert sent["path"] == f"/v21.0/{samples.WA_PHONE_ID}/messages"
+    assert sent["headers"]["Authorization"] == "Bearer EAAG-SECRET"
+    assert sent["json"]["to"] == samples.WA_USER
+    assert sent["json"]["text"]["body"].startswith("Hello!")
+    conversation = conversation_of(client, tenant, f"whatsapp:{samples.WA_USER}")
+    assert conversation["channel"] == "whatsapp"
+    first = conversation["messages"][0]
+    assert first["text"] == "hello" and first["payload"]["provider_message_id"] == "wamid.hello1"
+
+
+def test_replayed_deliveries_are_handled_once(client, tenant, provider):
+    whatsapp_config(client, tenant, provider)
+    payload = samples.whatsapp({"id": "wamid.again1", "type": "text", "text": {"body": "hi"}})
+    before = metric(client, "chatlake_channel_duplicate_deliveries_total", channel="whatsapp")
+    for _ in range(3):
+        assert post_meta(client, "whatsapp", tenant, payload).status_code == 200
+    provider.wait_for(1, "/messages")
+    time.sleep(0.3)
+    assert len(provider.sends("/messages")) == 1
+    conversation = conversation_of(client, tenant, f"whatsapp:{samples.WA_USER}")
+    assert [m["direction"] for m in conversation["messages"]] == ["in", "out"]
+    after = metric(client, "chatlake_channel_duplicate_deliveries_total", channel="whatsapp")
+    assert after - before == 2
+
+
+def test_bad_signatures_are_refused_change_nothing_and_are_counted(client, tenant, provider):
+    whatsapp_config(client, tenant, provider)
+    payload = samples.whatsapp({"id": "wamid.forged", "type": "text", "text": {"body": "hi"}})
+    raw = orjson.dumps(payload)
+    before = metric(
+        client, "chatlake_channel_webhooks_refused_total", channel="whatsapp", reason="signature"
+    )
+    url = f"/v1/channels/whatsapp/{tenant.tenant_id}"
+    forged = client.post(url, content=raw, headers=meta_headers("not-the-secret", raw))
+    unsigned = client.post(url, content=raw)
+    tampered = client.post(
+        url, content=raw.replace(b"hi", b"ho"), headers=meta_headers(APP_SECRET, raw)
+    )
+    assert [r.status_code for r in (forged, unsigned, tampered)] == [401, 401, 401]
+    assert forged.json()["error"]["code"] == "channel_signature"
+    after = metric(
+        client, "chatlake_channel_webhooks_refused_total", channel="whatsapp", reason="signature"
+    )
+    assert after - before == 3
+    listed = client.get(
+        "/v1/conversations",
+        params={"user_id": f"whatsapp:{samples.WA_USER}"},
+        headers=tenant.headers,
+    )
+    assert listed.json()["conversations"] == []
+    assert provider.sends() == []
+    # the forged id was not marked seen: the genuine delivery is handled
+    assert post_meta(client, "whatsapp", tenant, payload).json()["answered"] == 1
+
+
+def test_a_channel_without_its_secret_or_config_refuses_everything(client, tenant, provider):
+    configure(client, tenant, "whatsapp", {"access_token": "t"}, provider)
+    payload = samples.whatsapp(samples.WHATSAPP_MESSAGES["text"])
+    assert post_meta(client, "whatsapp", tenant, payload).status_code == 401
+    assert (
+        post_meta(
+            client, "messenger", tenant, samples.messenger(samples.MESSENGER_ITEMS["text"])
+        ).status_code
+        == 404
+    )
+    assert client.post("/v1/channels/whatsapp/not-a-tenant", content=b"{}").status_code == 404
+    assert client.post("/v1/channels/pager/" + tenant.tenant_id, content=b"{}").status_code == 404
+    configure(client, tenant, "whatsapp", {"app_secret": APP_SECRET}, enabled=False)
+    assert post_meta(client, "whatsapp", tenant, payload).status_code == 403
+
+
+def test_meta_verify_handshake(client, tenant, provider):
+    whatsapp_config(client, tenant, provider)
+    url = f"/v1/channels/whatsapp/{tenant.tenant_id}"
+    ok = client.get(
+        url,
+        params={
+            "hub.mode": "subscribe",
+            "hub.verify_token": "verify-me",
+            "hub.challenge": "1158201444",
+        },
+    )
+    assert ok.status_code == 200 and ok.text == "1158201444"
+    wrong = client.get(
+        url, params={"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"}
+    )
+    assert wrong.status_code == 403
+
+
+def test_every_whatsapp_type_is_taken_and_receipts_are_not_answered(client, tenant, provider):
+    whatsapp_config(client, tenant, provider)
+    for name, message in samples.WHATSAPP_MESSAGES.items():
+        response = post_meta(client, "whatsapp", tenant, samples.whatsapp(message))
+        assert response.status_code == 200, (name, response.text)
+    receipts = post_meta(
+        client, "whatsapp", tenant, samples.whatsapp(statuses=samples.WHATSAPP_STATUS)
+    )
+    assert receipts.json() == {"received": 1, "answered": 0}
+    conversation = conversation_of(client, tenant, f"whatsapp:{samples.WA_USER}")
+    inbound = [m["type"] for m in conversation["messages"] if m["direction"] == "in"]
+    assert set(inbound) >= {
+        "text",
+        "image",
+        "file",
+        "audio",
+        "video",
+        "sticker",
+        "location",
+        "contact",
+        "postback",
+        "quick_reply",
+    }
+
+
+def test_rich_replies_are_rendered_natively_and_degradations_recorded(client, tenant, provider):
+    assert client.put("/v1/flow", json=RICH_FLOW, headers=tenant.headers).status_code == 200
+    whatsapp_config(client, tenant, provider)
+    payload = samples.whatsapp({"id": "wamid.menu1", "type": "text", "text": {"body": "menu"}})
+    assert post_meta(client, "whatsapp", tenant, payload).json()["answered"] == 1
+    sent = provider.wait_for(4, "/messages")
+    kinds = [r["json"]["type"] for r in sent]
+    assert kinds == ["text", "text", "text", "interactive"]  # in order
+    assert sent[2]["json"]["text"]["body"].startswith("Our picks\n1. Boots - $80")  # carousel
+    conversation = conversation_of(client, tenant, f"whatsapp:{samples.WA_USER}")
+    out = [m for m in conversation["messages"] if m["direction"] == "out"]
+    assert [m["type"] for m in out] == ["text", "buttons", "carousel", "quick_replies"]
+    assert [(m["payload"] or {}).get("degraded") for m in out] == [
+        None,
+        "buttons->text",
+        "carousel->text",
+        "quick_replies->buttons",
+    ]
+    # the API's answer carries the rich reply for the API's own clients
+    api = send(client, tenant, "menu", user_id="api-user").json()
+    assert api["replies"][1]["payload"]["buttons"][0]["title"] == "Track order"
+
+
+def test_send_errors_are_retried_then_dead_lettered(client, tenant, provider, fast_retries):
+    whatsapp_config(client, tenant, provider)
+    throttled = {
+        "error": {
+            "message": "(#130429) Rate limit hit",
+            "type": "OAuthException",
+            "code": 130429,
+            "fbtrace_id": "Az8or2yhqkZfEZ-_4Qn_Bam",
+        }
+    }
+    provider.script = [(429, throttled, {"Retry-After": "0"}), (500, {"error": {"code": 2}}, {})]
+    payload = samples.whatsapp({"id": "wamid.retry1", "type": "text", "text": {"body": "hi"}})
+    post_meta(client, "whatsapp", tenant, payload)
+    sent = provider.wait_for(3, "/messages")
+    assert sent[0]["json"] == sent[2]["json"]  # delivered on the third attempt
+    invalid = {
+        "error": {
+            "message": "(#100) Invalid parameter",
+            "type": "OAuthException",
+            "code": 100,
+            "fbtrace_id": "x",
+        }
+    }
+    provider.script = [(400, invalid, {})]
+    payload = samples.whatsapp({"id": "wamid.dead1", "type": "text", "text": {"body": "bye"}})
+    post_meta(client, "whatsapp", tenant, payload)
+    provider.wait_for(4, "/messages")
+    for _ in range(100):
+        dead = client.get("/v1/channels/whatsapp/dead-letters", headers=tenant.headers).json()
+        if dead["dead_letters"]:
+            break
+        time.sleep(0.05)
+    [letter] = dead["dead_letters"]
+    assert "code 100" in letter["error"] and letter["attempts"] == 1
+    assert letter["user_id"] == f"whatsapp:{samples.WA_USER}"
+    time.sleep(0.2)
+    assert len(provider.sends("/messages")) == 4  # a 400 is not retried
+
+
+def test_messenger_message_and_postback(client, tenant, provider):
+    configure(
+        client,
+        tenant,
+        "messenger",
+        {"app_secret": APP_SECRET, "access_token": "PAGE-TOK"},
+        provider,
+    )
+    for item in ("text", "postback", "image", "echo", "delivery"):
+        response = post_meta(
+            client, "messenger", tenant, samples.messenger(samples.MESSENGER_ITEMS[item])
+        )
+        assert response.status_code == 200
+    sent = provider.wait_for(3, "/me/messages")
+    assert sent[0]["json"]["recipient"] == {"id": samples.PSID}
+    assert sent[0]["json"]["messaging_type"] == "RESPONSE"
+    assert sent[0]["headers"]["Authorization"] == "Bearer PAGE-TOK"
+    conversation = conversation_of(client, tenant, f"messenger:{samples.PSID}")
+    inbound = [m["type"] for m in conversation["messages"] if m["direction"] == "in"]
+    assert inbound == ["text", "postback", "image"]  # the echo and the receipt: not answered
+
+
+# Slack
+
+
+def test_slack_url_verification_events_and_expired_requests(client, tenant, provider):
+    configure(
+        client, tenant, "slack", {"signing_secret": SIGNING_SECRET, "bot_token": "xoxb-1"}, provider
+    )
+    url = f"/v1/channels/slack/{tenant.tenant_id}"
+    challenge = orjson.dumps({"token": "x", "challenge": "3eZbrw1aB", "type": "url_verification"})
+    answered = client.post(url, content=challenge, headers=slack_headers(SIGNING_SECRET, challenge))
+    assert answered.json() == {"challenge": "3eZbrw1aB"}
+    raw = orjson.dumps(samples.slack_event(samples.SLACK_EVENTS["text"], "EvSLACK1"))
+    stale = client.post(
+        url, content=raw, headers=slack_headers(SIGNING_SECRET, raw, at=time.time() - 301)
+    )
+    assert stale.status_code == 401 and "five minutes" in stale.json()["error"]["message"]
+    ok = client.post(url, content=raw, headers=slack_headers(SIGNING_SECRET, raw))
+    assert ok.json() == {"received": 1, "answered": 1}
+    replay = client.post(
+        url, content=raw, headers={**slack_headers(SIGNING_SECRET, raw), "X-Slack-Retry-Num": "1"}
+    )
+    assert replay.json() == {"received": 1, "answered": 0}
+    [sent] = provider.wait_for(1, "/api/chat.postMessage")
+    assert sent["headers"]["Authorization"] == "Bearer xoxb-1"
+    assert sent["json"]["channel"] == samples.SLACK_CHANNEL
+    # a button press arrives form-encoded
+    form = urlencode({"payload": orjson.dumps(samples.SLACK_ACTIONS).decode()}).encode()
+    pressed = client.post(
+        url,
+        content=form,
+        headers=slack_headers(
+            SIGNING_SECRET, form, content_type="application/x-www-form-urlencoded"
+        ),
+    )
+    assert pressed.json()["answered"] == 1
+
+
+def test_slack_rate_limit_answer_is_honoured(client, tenant, provider, fast_retries):
+    configure(
+        client, tenant, "slack", {"signing_secret": SIGNING_SECRET, "bot_token": "xoxb-1"}, provider
+    )
+    provider.script = [
+        (429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"}),
+        (200, {"ok": False, "error": "channel_not_found"}, {}),
+    ]
+    raw = orjson.dumps(samples.slack_event(samples.SLACK_EVENTS["text"], "EvSLACK2"))
+    url = f"/v1/channels/slack/{tenant.tenant_id}"
+    client.post(url, content=raw, headers=slack_headers(SIGNING_SECRET, raw))
+    first, second = provider.wait_for(2, "/api/chat.postMessage")
+    assert second["at"] - first["at"] >= 0.9  # waited as Slack asked
+    for _ in range(100):
+        dead = client.get("/v1/channels/slack/dead-letters", headers=tenant.headers).json()
+        if dead["dead_letters"]:
+            break
+        time.sleep(0.05)
+    assert dead["dead_letters"][0]["error"] == "slack error: channel_not_found"
+
+
+# Teams
+
+
+def test_teams_jwt_is_verified_and_the_reply_goes_to_the_service_url(client, tenant, provider):
+    configure(
+        client,
+        tenant,
+        "teams",
+        {
+            "app_id": APP_ID,
+            "app_password": "bf-SECRET",
+            "openid_metadata_url": f"{provider.url}/openid",
+        },
+        provider,
+    )
+    url = f"/v1/channels/teams/{tenant.tenant_id}"
+    activity = samples.teams_activity(provider.url + "/")
+    raw = orjson.dumps(activity)
+
+    def post(token):
+        return client.post(
+            url,
+            content=raw,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+
+    service = provider.url + "/"
+    assert post(provider.bot_token("another-bot", service)).status_code == 401  # audience
+    assert post(provider.bot_token(APP_ID, service, iss="https://evil")).status_code == 401
+    expired = provider.bot_token(APP_ID, service, exp=int(time.time()) - 600)
+    assert post(expired).status_code == 401
+    assert post(provider.bot_token(APP_ID, "https://elsewhere/")).status_code == 401
+    forged = provider.bot_token(APP_ID, service)[:-4] + "AAAA"
+    assert post(forged).status_code == 401
+    assert client.post(url, content=raw).status_code == 401
+    ok = post(provider.bot_token(APP_ID, service))
+    assert ok.json() == {"received": 1, "answered": 1}, ok.text
+    [token_request] = provider.wait_for(1, "/oauth2/v2.0/token")
+    assert token_request["form"]["client_secret"] == "bf-SECRET"
+    assert token_request["form"]["scope"] == "https://api.botframework.com/.default"
+    [reply] = provider.wait_for(1, "/v3/conversations/")
+    assert reply["path"].endswith("/activities/1481567603816")
+    assert reply["headers"]["Authorization"] == "Bearer eyJ0eXAi.bot-connector-token"
+    assert reply["json"]["type"] == "message" and reply["json"]["replyToId"] == "1481567603816"
+
+
+# Twilio
+
+
+def test_twilio_sms_signature_reply_and_errors(client, tenant, provider, fast_retries):
+    configure(
+        client,
+        tenant,
+        "twilio",
+        {"account_sid": "AC0123456789", "auth_token": AUTH_TOKEN},
+        provider,
+    )
+    url = f"http://testserver/v1/channels/twilio/{tenant.tenant_id}"
+    form = samples.twilio_sms("hello")
+    bad = client.post(url, data=form, headers=twilio_headers("wrong", url, form))
+    assert bad.status_code == 401
+    ok = client.post(url, data=form, headers=twilio_headers(AUTH_TOKEN, url, form))
+    assert ok.status_code == 200 and ok.text.endswith("<Response/>")
+    assert ok.headers["content-type"].startswith("text/xml")
+    [sent] = provider.wait_for(1, "/Messages.json")
+    assert sent["path"] == "/2010-04-01/Accounts/AC0123456789/Messages.json"
+    assert sent["form"]["To"] == "+14155552671" and sent["form"]["From"] == "+15005550006"
+    assert sent["form"]["Body"].startswith("Hello!")
+    assert sent["headers"]["Authorization"].startswith("Basic ")
+    # Twilio's 429 (code 20429) is retried
+    provider.script = [(429, {"code": 20429, "message": "Too Many Requests", "status": 429}, {})]
+    again = samples.twilio_sms("thanks", sid="SM00000000000000000000000000000002")
+    client.post(url, data=again, headers=twilio_headers(AUTH_TOKEN, url, again))
+    provider.wait_for(3, "/Messages.json")
+
+
+def test_twilio_voice_gathers_speech_and_speaks_the_reply(client, tenant, provider):
+    configure(client, tenant, "twilio", {"account_sid": "AC0123456789", "auth_token": AUTH_TOKEN})
+    url = f"http://testserver/v1/channels/twilio-voice/{tenant.tenant_id}"
+    start = samples.twilio_voice()
+    greeting = client.post(url, data=start, headers=twilio_headers(AUTH_TOKEN, url, start))
+    assert greeting.status_code == 200
+    assert '<Gather input="speech"' in greeting.text and "How can I help" in greeting.text
+    spoken = samples.twilio_voice("hello there")
+    headers = {**twilio_headers(AUTH_TOKEN, url, spoken), "I-Twilio-Idempotency-Token": "tok-1"}
+    answer = client.post(url, data=spoken, headers=headers)
+    expected = send(client, tenant, "hello there", user_id="voice-twin").json()["replies"]
+    assert f'<Say language="en-US">{escape(expected[0]["text"])}' in answer.text
+    assert '<Gather input="speech"' in answer.text
+    replay = client.post(url, data=spoken, headers=headers)
+    assert replay.status_code == 200 and escape(expected[0]["text"]) not in replay.text
+    forged = client.post(url, data=spoken, headers={"X-Twilio-Signature": "bm9wZQ=="})
+    assert forged.status_code == 401
+    conversation = conversation_of(client, tenant, "twilio:+14155552671")
+    assert conversation["channel"] == "twilio-voice"
+    assert next(m["text"] for m in conversation["messages"]) == "hello there"
+
+
+# Identity links: one context across channels
+
+
+def test_linked_identities_share_one_conversation(client, tenant, provider):
+    whatsapp_config(client, tenant, provider)
+    configure(client, tenant, "twilio", {"account_sid": "AC1", "auth_token": AUTH_TOKEN}, provider)
+    for channel, external in (("whatsapp", samples.WA_USER), ("twilio", "+14155552671")):
+        linked = client.post(
+            "/v1/identities",
+            json={"user_id": "customer-42", "channel": channel, "external_id": external},
+            headers=tenant.headers,
+        )
+        assert linked.status_code == 201, linked.text
+    post_meta(
+        client,
+        "whatsapp",
+        tenant,
+        samples.whatsapp({"id": "wamid.link1", "type": "text", "text": {"body": "hello"}}),
+    )
+    url = f"http://testserver/v1/channels/twilio/{tenant.tenant_id}"
+    form = samples.twilio_sms("thanks", sid="SM00000000000000000000000000000042")
+    client.post(url, data=form, headers=twilio_headers(AUTH_TOKEN, url, form))
+    conversation = conversation_of(client, tenant, "customer-42")
+    inbound = [m["text"] for m in conversation["messages"] if m["direction"] == "in"]
+    assert inbound == ["hello", "thanks"]
+    assert conversation["channel"] == "twilio"
+    listed = client.get(
+        "/v1/identities", params={"user_id": "customer-42"}, headers=tenant.headers
+    ).json()["identities"]
+    assert {i["channel"] for i in listed} == {"whatsapp", "twilio"}
+    gone = client.delete(f"/v1/identities/twilio/{'+14155552671'}", headers=tenant.headers)
+    assert gone.status_code == 204
+
+
+def test_another_tenants_webhook_cannot_use_this_tenants_config(client, admin_headers, provider):
+    first = create_tenant(client, admin_headers)
+    second = create_tenant(client, admin_headers)
+    whatsapp_config(client, first, provider)
+    payload = samples.whatsapp(samples.WHATSAPP_MESSAGES["text"])
+    assert post_meta(client, "whatsapp", second, payload).status_code == 404
+
+
+# The web widget's API
+
+
+def test_web_widget_key_origin_and_reload_continuity(client, tenant):
+    shown = configure(client, tenant, "web", {}, allowed_origins=["https://shop.example"])
+    key = shown["widget_key"]
+    assert key.startswith("clkw_")
+    snippet = client.get("/v1/channels/web/embed", headers=tenant.headers)
+    assert snippet.status_code == 200 and key in snippet.text and "<script" in snippet.text
+    assert client.get("/v1/channels/web/widget.js").text.startswith("/* chatlake web widget")
+    url = f"/v1/channels/web/{tenant.tenant_id}"
+    visitor = "v" * 24
+    good = {"Origin": "https://shop.example", "X-Widget-Key": key}
+    preflight = client.options(
+        url, headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+    evil = client.post(
+        url,
+        json={"visitor_id": visitor, "text": "hi"},
+        headers={**good, "Origin": "https://evil.example"},
+    )
+    assert evil.status_code == 403
+    wrong = client.post(
+        url,
+        json={"visitor_id": visitor, "text": "hi"},
+        headers={**good, "X-Widget-Key": "clkw_guess"},
+    )
+    assert wrong.status_code == 401
+    bad = client.post(url, json={"visitor_id": "short", "text": "hi"}, headers=good)
+    assert bad.status_code == 422
+    answered = client.post(url, json={"visitor_id": visitor, "text": "hello"}, headers=good)
+    assert answered.status_code == 200
+    assert answered.headers["access-control-allow-origin"] == "https://shop.example"
+    assert answered.json()["replies"][0]["text"].startswith("Hello!")
+    history = client.get(url, params={"visitor_id": visitor}, headers=good).json()
+    assert next(m["text"] for m in history["messages"]) == "hello"
+    assert history["conversation_id"] == answered.json()["conversation_id"]
