@@ -710,6 +710,22 @@ def bench_realtime(
     )
 
 
+@bench_app.command("channels")
+def bench_channels(
+    duration: Annotated[float, typer.Option(min=1, help="Seconds per measurement")] = 10.0,
+    rate: Annotated[float, typer.Option(min=1, help="Webhooks per second (latency run)")] = 50.0,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Webhooks in flight (throughput run)")
+    ] = 16,
+    out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
+) -> None:
+    """WhatsApp webhook to outbound send against a loopback Cloud API: latency and
+    throughput, against the engine path and the send measured alone."""
+    from bench.channels import run
+
+    emit(run(get_settings(), duration, rate, concurrency, out))
+
+
 @bench_app.command("ingest")
 def bench_ingest(
     events: Annotated[int, typer.Option(min=1, help="Events to move")] = 1_000_000,

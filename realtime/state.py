@@ -255,6 +255,13 @@ class ConversationStore:
             [orjson.loads(raw) for raw in messages],
         )
 
+    async def latest_conversation(self, tenant_id: str, user_id: str) -> str | None:
+        """The id of the user's most recently active conversation (it may have expired
+        since: admission then says `no_conversation`)."""
+        index = TenantKeyspace(tenant_id).user_conversations(user_id)
+        latest = cast(list[bytes], await self.redis.zrevrange(index, 0, 0))
+        return latest[0].decode() if latest else None
+
     async def user_conversations(
         self, tenant_id: str, user_id: str, limit: int
     ) -> list[dict[str, str]]:

@@ -13,16 +13,29 @@ from typing import Any
 from chatlake.db import AppPool, tenant_transaction
 from chatlake.tenants import record_audit
 from compliance.pii import pseudonymize, tenant_pseudonym_key
+from realtime.engine.tenant_cache import TenantCache
 
 
 def default_user_id(channel: str, sender: str) -> str:
     return f"{'twilio' if channel == 'twilio-voice' else channel}:{sender}"
 
 
+CACHE_SECONDS = 5.0  # how long another replica may miss a tenant's first link
+
+
 class Identities:
     def __init__(self, pool: AppPool, pseudonym_key: str) -> None:
         self.pool = pool
         self.pseudonym_key = pseudonym_key
+        # whether the tenant links identities at all: most do not, and their messages
+        # then need no lookup
+        self._linking: TenantCache[bool] = TenantCache(CACHE_SECONDS)
+
+    async def _has_links(self, tenant_id: str) -> bool:
+        async with tenant_transaction(self.pool, tenant_id) as conn:
+            cur = await conn.execute("select exists (select 1 from channel_identities) as any")
+            row = await cur.fetchone()
+        return bool(row and row["any"])
 
     def user_key(self, tenant_id: str, user_id: str) -> str:
         return pseudonymize(user_id, tenant_pseudonym_key(self.pseudonym_key, tenant_id))
@@ -30,6 +43,8 @@ class Identities:
     async def resolve(self, tenant_id: str, channel: str, sender: str) -> str:
         """The user a channel's sender is (linked, or the channel's own id)."""
         name = "twilio" if channel == "twilio-voice" else channel
+        if not await self._linking.get(tenant_id, self._has_links):
+            return default_user_id(name, sender)
         async with tenant_transaction(self.pool, tenant_id) as conn:
             cur = await conn.execute(
                 "select user_id from channel_identities where channel = %s and external_id = %s",
@@ -53,6 +68,7 @@ class Identities:
             )
             # the audit log keeps no identifier of the subject, only the channel
             await record_audit(conn, tenant_id, actor, "identity.linked", channel)
+        self._linking.drop(tenant_id)
         return {"user_id": user_id, "channel": channel, "external_id": external_id}
 
     async def unlink(self, tenant_id: str, channel: str, external_id: str, actor: str) -> bool:

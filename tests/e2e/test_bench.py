@@ -66,3 +66,17 @@ def test_bench_erasure_erases_one_user_and_finds_no_trace(home, tmp_path):
     assert written["rows_deleted"]["silver/turns"] == written["subject_bronze_rows"]
     assert written["traces_found_after"] == 0 and written["data_files_deleted"] > 0
     assert written["ceiling_vs_erase"] > 0
+
+
+def test_bench_channels_measures_webhook_to_send_against_its_ceilings(services, home, tmp_path):
+    out = tmp_path / "channels.json"
+    result = run("bench", "channels", "--duration", "1", "--rate", "20", "--concurrency", "2",
+                 "--out", str(out), home=home)  # fmt: skip
+    written = json.loads(out.read_text())
+    assert json.loads(result.stdout)["latency_p50_vs_ceiling"] == written["latency_p50_vs_ceiling"]
+    measured = written["webhook_to_send"]
+    assert measured["statuses"] == {"200": measured["messages"]}
+    assert measured["replies_arrived"] == measured["messages"]  # every reply reached the API
+    assert set(measured["latency_ms"]) == {"p50", "p95", "p99"}
+    assert written["throughput"]["replies_delivered"] == written["throughput"]["statuses"]["200"]
+    assert written["latency_p50_vs_ceiling"] > 0 and written["throughput_vs_ceiling"] > 0

@@ -378,7 +378,7 @@ async def _answer(
 ) -> tuple[dict[str, Any], list[Rendered], str]:
     """One message through the engine, continuing the user's latest conversation."""
     user_id = await platform.identities.resolve(config.tenant_id, channel, inbound.sender)
-    latest = await platform.store.user_conversations(config.tenant_id, user_id, 1)
+    latest = await platform.store.latest_conversation(config.tenant_id, user_id)
     payload = dict(inbound.payload or {})
     payload["provider_message_id"] = inbound.message_id
     if inbound.name:
@@ -391,9 +391,7 @@ async def _answer(
         "payload": payload,
     }
     try:
-        body = MessageIn.model_validate(
-            {**fields, "conversation_id": latest[0]["conversation_id"] if latest else None}
-        )
+        body = MessageIn.model_validate({**fields, "conversation_id": latest})
     except ValidationError as exc:
         raise ApiError(
             422, f"the message cannot be taken: {exc.errors()[0]['msg']}", code="validation_error"
