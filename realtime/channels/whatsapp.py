@@ -20,8 +20,10 @@ from realtime.channels.model import Inbound, Rendered, as_text
 NAME = "whatsapp"
 DEFAULT_API = "https://graph.facebook.com"
 GRAPH_VERSION = "v21.0"
-# Meta's throttling codes (https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes)
-RETRY_CODES = {4, 80007, 130429, 131048, 131056, 1, 2, 131000, 131016}
+# Meta's throttling and temporary codes, retried: Graph API rate limits (4 app, 17 user,
+# 32 page, 613 call rate), 1 and 2 (temporary), WhatsApp's 80007, 130429 (throughput),
+# 131000 and 131016 (service), 131048 (spam rate limit), 131056 (pair rate limit)
+RETRY_CODES = {1, 2, 4, 17, 32, 613, 80007, 130429, 131000, 131016, 131048, 131056}
 MEDIA = {
     "image": "image",
     "document": "file",

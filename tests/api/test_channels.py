@@ -591,3 +591,183 @@ def test_web_widget_key_origin_and_reload_continuity(client, tenant):
     history = client.get(url, params={"visitor_id": visitor}, headers=good).json()
     assert next(m["text"] for m in history["messages"]) == "hello"
     assert history["conversation_id"] == answered.json()["conversation_id"]
+
+
+# Every channel: its other payloads, forged signatures, replays, its errors and rate limits
+
+
+def test_messenger_every_item_forgery_replay_and_throttling(client, tenant, provider, fast_retries):
+    configure(
+        client,
+        tenant,
+        "messenger",
+        {"app_secret": APP_SECRET, "access_token": "PAGE-TOK"},
+        provider,
+    )
+    item = samples.messenger({"message": {"mid": "m_replay1", "text": "hello"}})
+    raw = orjson.dumps(item)
+    url = f"/v1/channels/messenger/{tenant.tenant_id}"
+    assert client.post(url, content=raw, headers=meta_headers("forged", raw)).status_code == 401
+    throttled = {
+        "error": {
+            "message": "(#613) Calls to this api have exceeded the rate limit.",
+            "type": "OAuthException",
+            "code": 613,
+            "fbtrace_id": "AbC",
+        }
+    }
+    provider.script = [(400, throttled, {})]
+    assert post_meta(client, "messenger", tenant, item).json()["answered"] == 1
+    assert post_meta(client, "messenger", tenant, item).json()["answered"] == 0  # replayed
+    first, second = provider.wait_for(2, "/me/messages")
+    assert first["json"] == second["json"]  # the throttled send, retried
+    for name, sample in samples.MESSENGER_ITEMS.items():
+        response = post_meta(client, "messenger", tenant, samples.messenger(sample))
+        assert response.status_code == 200, (name, response.text)
+    conversation = conversation_of(client, tenant, f"messenger:{samples.PSID}")
+    inbound = {m["type"] for m in conversation["messages"] if m["direction"] == "in"}
+    assert inbound == {
+        "text",
+        "image",
+        "audio",
+        "video",
+        "file",
+        "sticker",
+        "location",
+        "quick_reply",
+        "postback",
+    }
+
+
+def test_slack_forged_signature_and_every_event(client, tenant, provider):
+    configure(
+        client, tenant, "slack", {"signing_secret": SIGNING_SECRET, "bot_token": "xoxb-1"}, provider
+    )
+    url = f"/v1/channels/slack/{tenant.tenant_id}"
+    raw = orjson.dumps(samples.slack_event(samples.SLACK_EVENTS["text"], "EvFORGED"))
+    forged = client.post(url, content=raw, headers=slack_headers("not-the-secret", raw))
+    assert forged.status_code == 401
+    unsigned = client.post(url, content=raw, headers={"X-Slack-Request-Timestamp": "1"})
+    assert unsigned.status_code == 401
+    answered = {}
+    for i, (name, event) in enumerate(samples.SLACK_EVENTS.items()):
+        raw = orjson.dumps(samples.slack_event(event, f"EvALL{i}"))
+        answered[name] = client.post(
+            url, content=raw, headers=slack_headers(SIGNING_SECRET, raw)
+        ).json()["answered"]
+    assert answered == {"text": 1, "image": 1, "mention": 1, "reaction": 0, "bot": 0}
+
+
+def teams_post(client, tenant, provider, activity):
+    raw = orjson.dumps(activity)
+    token = provider.bot_token(APP_ID, activity["serviceUrl"])
+    return client.post(
+        f"/v1/channels/teams/{tenant.tenant_id}",
+        content=raw,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+
+
+def test_teams_replays_errors_and_every_activity(client, tenant, provider, fast_retries):
+    configure(
+        client,
+        tenant,
+        "teams",
+        {
+            "app_id": APP_ID,
+            "app_password": "bf-SECRET",
+            "openid_metadata_url": f"{provider.url}/openid",
+        },
+        provider,
+    )
+    service = provider.url + "/"
+    # the Bot Connector answers 503, then 401 (the token is refetched), then takes it
+    provider.script = [
+        (200, {"token_type": "Bearer", "expires_in": 3599, "access_token": "first-token"}, {}),
+        (503, {"error": {"code": "ServiceError"}}, {}),
+        (401, {"message": "Authorization has been denied"}, {}),
+    ]
+    activity = samples.teams_activity(service, id="teams-replay-1")
+    assert teams_post(client, tenant, provider, activity).json()["answered"] == 1
+    assert teams_post(client, tenant, provider, activity).json()["answered"] == 0  # replayed
+    replies = provider.wait_for(3, "/v3/conversations/")
+    assert [r["headers"]["Authorization"] for r in replies] == [
+        "Bearer first-token",
+        "Bearer first-token",
+        "Bearer eyJ0eXAi.bot-connector-token",
+    ]
+    assert len(provider.sends("/oauth2/v2.0/token")) == 2
+    kinds = {
+        "image": {"attachments": [{"contentType": "image/png", "contentUrl": "https://x/y.png"}]},
+        "postback": {"text": "", "value": {"choice": "TRACK"}},
+        "reaction": {"type": "messageReaction", "reactionsAdded": [{"type": "like"}]},
+        "typing": {"type": "typing"},
+        "update": {"type": "conversationUpdate"},
+    }
+    answered = {
+        name: teams_post(
+            client, tenant, provider, samples.teams_activity(service, id=f"teams-{name}", **fields)
+        ).json()["answered"]
+        for name, fields in kinds.items()
+    }
+    assert answered == {"image": 1, "postback": 1, "reaction": 0, "typing": 0, "update": 0}
+
+
+def test_twilio_replays_media_and_status_callbacks(client, tenant, provider):
+    configure(
+        client,
+        tenant,
+        "twilio",
+        {"account_sid": "AC0123456789", "auth_token": AUTH_TOKEN},
+        provider,
+    )
+    url = f"http://testserver/v1/channels/twilio/{tenant.tenant_id}"
+    forms = [
+        samples.twilio_sms("hi", sid="SM00000000000000000000000000000101"),
+        samples.twilio_sms("hi", sid="SM00000000000000000000000000000101"),  # Twilio's retry
+        samples.twilio_sms(
+            "",
+            sid="SM00000000000000000000000000000102",
+            NumMedia="1",
+            MediaContentType0="image/jpeg",
+            MediaUrl0="https://api.twilio.com/m/1",
+        ),
+        samples.twilio_sms(
+            "", sid="SM00000000000000000000000000000103", Latitude="52.5", Longitude="13.4"
+        ),
+        {
+            "MessageSid": "SM00000000000000000000000000000104",
+            "MessageStatus": "delivered",
+            "To": "+14155552671",
+            "From": "+15005550006",
+            "AccountSid": "AC0123456789",
+        },
+    ]
+    for form in forms:
+        response = client.post(url, data=form, headers=twilio_headers(AUTH_TOKEN, url, form))
+        assert response.status_code == 200, response.text
+    conversation = conversation_of(client, tenant, "twilio:+14155552671")
+    inbound = [m["type"] for m in conversation["messages"] if m["direction"] == "in"]
+    assert inbound == ["text", "image", "location"]  # the retry and the status: no answer
+    replies = [m for m in conversation["messages"] if m["direction"] == "out"]
+    provider.wait_for(len(replies), "/Messages.json")
+    time.sleep(0.3)
+    assert len(provider.sends("/Messages.json")) == len(replies)
+
+
+def test_signed_but_malformed_payloads_get_a_clear_error_never_a_500(client, tenant, provider):
+    whatsapp_config(client, tenant, provider)
+    url = f"/v1/channels/whatsapp/{tenant.tenant_id}"
+    for raw in (
+        b"not json",
+        b"[1, 2]",
+        b'{"object": "page"}',
+        b'{"object": "whatsapp_business_account", "entry": "x"}',
+    ):
+        response = client.post(url, content=raw, headers=meta_headers(APP_SECRET, raw))
+        assert response.status_code == 400, (raw, response.text)
+        assert response.json()["error"]["code"] == "malformed"
+    nul = samples.whatsapp({"id": "wamid.nul", "type": "text", "text": {"body": "a\x00b"}})
+    assert post_meta(client, "whatsapp", tenant, nul).json()["answered"] == 1
+    teams_url = f"/v1/channels/teams/{tenant.tenant_id}"
+    assert client.post(teams_url, content=b"[]").status_code == 404  # teams not configured

@@ -172,9 +172,12 @@ def test_master_key_rotation_rewraps_stored_keys(services, home, client, tenant,
         assert send(client, tenant, "zxqv before rotation").json()["replies"][0]["text"] == "before"
         admin = create_user(endpoints.database_url, secret_box(Settings(home=home)),
                             tenant.tenant_id, f"rot-{uuid4().hex[:6]}@t.test", "admin")  # fmt: skip
+        channel = {"secrets": {"app_secret": "meta-rotate-1", "access_token": "tok"}}
+        assert client.put("/v1/channels/whatsapp", json=channel,
+                          headers=tenant.headers).status_code == 200  # fmt: skip
 
         rotated = json.loads(run("secrets", "rotate", "--generate", home=home).stdout)
-        assert rotated["rewrapped"] >= 2 and rotated["tenants"] >= 1
+        assert rotated["rewrapped"] >= 4 and rotated["tenants"] >= 1
         # the dashboards admin's TOTP secret too: it opens under the new key alone
         new_key_only = SecretBox(json.loads(Path(home, "secrets.json").read_text())["master_key"])
         code = pyotp.parse_uri(admin["totp_uri"]).now()
@@ -188,6 +191,14 @@ def test_master_key_rotation_rewraps_stored_keys(services, home, client, tenant,
             ).fetchone()
         assert tiers[0]["sealed_api_key"].split(".")[1] == rotated["master_key_id"]
         assert "sk-rotate-1" not in json.dumps(tiers)
+        with psycopg.connect(endpoints.database_url) as owner:
+            (sealed,) = owner.execute(
+                "select sealed_secrets from channel_configs where tenant_id = %s",
+                (tenant.tenant_id,),
+            ).fetchone()
+        assert {t.split(".")[1] for t in sealed.values()} == {rotated["master_key_id"]}
+        assert new_key_only.open(sealed["app_secret"], f"{tenant.tenant_id}:channel:whatsapp") \
+            == "meta-rotate-1"  # fmt: skip
 
         # The API restarted with the new key (the old one kept as previous) opens it.
         store = client.app.state.platform.model_chain

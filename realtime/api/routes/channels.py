@@ -385,7 +385,7 @@ async def _answer(
         payload["sender_name"] = inbound.name
     fields = {
         "user_id": user_id,
-        "text": inbound.text[:8192],
+        "text": inbound.text.replace("\x00", "")[:8192],
         "channel": channel,
         "type": inbound.type,
         "payload": payload,
