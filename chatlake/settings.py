@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     dagster_url: str | None = None
 
     open_signup: bool = False
+    # may tenants point channel APIs (api_base_url, openid_metadata_url) at private,
+    # loopback or link-local addresses? unset: yes in development, no in production
+    channel_private_urls: bool | None = None
     # USD per million prompt and completion tokens, by model, e.g. {"gpt-4o-mini": [0.15, 0.6]}
     llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
     conversation_ttl_days: int = Field(default=90, ge=1, le=3650)
@@ -119,6 +122,12 @@ class Settings(BaseSettings):
         if self.env == "production" and name in ("admin_token", "master_key", "pseudonym_key"):
             raise ConfigError(f"CHATLAKE_{name.upper()} must be set when CHATLAKE_ENV=production")
         return _dev_secrets(self.home)[name]
+
+    @property
+    def allow_private_channel_urls(self) -> bool:
+        if self.channel_private_urls is not None:
+            return self.channel_private_urls
+        return self.env == "development"
 
     def previous_master_keys(self) -> list[str]:
         value = self.master_key_previous

@@ -327,20 +327,49 @@ def _warehouse_rows(settings: Settings, pseudonym: str) -> dict[str, int]:
     return counts
 
 
+def linked_aliases(settings: Settings, tenant_id: str, pseudonym: str) -> list[str]:
+    """The ids the subject wrote under on channels before their identities were linked
+    to them (`<channel>:<id there>`, realtime/channels/identities.py)."""
+    from realtime.channels.identities import default_user_id
+
+    with owner_connection(Services(settings).endpoints().database_url) as conn:
+        rows = conn.execute(
+            """select channel, external_id from channel_identities
+               where tenant_id = %s and user_key = %s order by channel, external_id""",
+            (tenant_id, pseudonym),
+        ).fetchall()
+    return [default_user_id(row["channel"], row["external_id"]) for row in rows]
+
+
 def erase(
     settings: Settings,
     redis: Redis,
     tenant_id: str,
     user_id: str,
     request_id: str | None = None,
+    follow_links: bool = True,
 ) -> dict[str, Any]:
-    """Run every step and return the certificate (the caller stores and audits it)."""
+    """Run every step and return the certificate (the caller stores and audits it).
+
+    The subject's linked channel identities are followed: what was written under each
+    one's own id before the link (`whatsapp:<number>`, ...) is erased first, each with a
+    certificate of its own inside this one (`aliases`); the links go with the subject's
+    PostgreSQL rows."""
     request_id = request_id or uuid.uuid4().hex
     started = datetime.now(UTC)
     mark = erasing_key(tenant_id, user_id)
     pseudonym = pseudonymize(
         user_id, tenant_pseudonym_key(settings.secret("pseudonym_key"), tenant_id)
     )
+    aliases = []
+    if follow_links:
+        for i, alias in enumerate(linked_aliases(settings, tenant_id, pseudonym)):
+            if alias == user_id:
+                continue
+            aliases.append(
+                erase(settings, redis, tenant_id, alias, f"{request_id}.{i}", follow_links=False)
+            )
+            redis.delete(erasing_key(tenant_id, alias))  # its part is done and verified
     # The days to rebuild must survive a crash after the lake no longer shows them: they
     # ride on the in-progress mark (days only: no identifier may sit in Redis's files).
     conversations, lake_days = _subject_in_lake(settings.lake_root, tenant_id, user_id)
@@ -390,6 +419,10 @@ def erase(
     # The mark stays until the caller has stored the certificate (compliance/requests.py):
     # after a crash or a failure the subject's messages stay refused and a rerun of the
     # request resumes with what is remembered (or the mark expires).
+    if aliases:
+        failed = [a["subject_digest"] for a in aliases if not a["verification"]["passed"]]
+        verification = {**verification, "passed": verification["passed"] and not failed,
+                        "aliases_failed": failed}  # fmt: skip
     return {
         "request_id": request_id,
         "tenant_id": tenant_id,
@@ -399,6 +432,7 @@ def erase(
         "conversations": counted,
         "stores": stores,
         "verification": verification,
+        "aliases": aliases,
     }
 
 

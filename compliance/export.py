@@ -33,12 +33,12 @@ from lake.readers import tenant_dataset
 from lake.schemas import CONVERSATION_EVENTS_TABLE, MESSAGES_TABLE, TABLES
 
 
-def _lake_rows(lake_root: str, name: str, tenant_id: str, user_id: str) -> pa.Table:
+def _lake_rows(lake_root: str, name: str, tenant_id: str, user_ids: list[str]) -> pa.Table:
     dataset = tenant_dataset(lake_root, name, tenant_id)
     if dataset is None:
         return TABLES[name][1].empty_table()
     rows = dataset.to_table()
-    return rows.filter(pc.equal(rows["user_id"].cast(pa.string()), user_id))
+    return rows.filter(pc.is_in(rows["user_id"].cast(pa.string()), pa.array(user_ids)))
 
 
 def _redis_state(redis: Redis, tenant_id: str, user_id: str) -> dict[str, Any]:
@@ -121,9 +121,16 @@ def _postgresql(settings: Settings, redis: Redis, tenant_id: str, user_id: str) 
 
 def export_subject(settings: Settings, redis: Redis, tenant_id: str, user_id: str) -> bytes:
     """The bundle (zip bytes) for one subject."""
+    from compliance.erasure import linked_aliases
+
     lake_root = settings.lake_root
-    messages = _lake_rows(lake_root, MESSAGES_TABLE, tenant_id, user_id)
-    events = _lake_rows(lake_root, CONVERSATION_EVENTS_TABLE, tenant_id, user_id)
+    user_key = pseudonymize(user_id, tenant_pseudonym_key(settings.secret("pseudonym_key"),
+                                                          tenant_id))  # fmt: skip
+    # what the subject wrote on channels before their identities were linked to them
+    aliases = [a for a in linked_aliases(settings, tenant_id, user_key) if a != user_id]
+    subjects = [user_id, *aliases]
+    messages = _lake_rows(lake_root, MESSAGES_TABLE, tenant_id, subjects)
+    events = _lake_rows(lake_root, CONVERSATION_EVENTS_TABLE, tenant_id, subjects)
     manifest = {
         "tenant_id": tenant_id,
         "user_id": user_id,
@@ -131,6 +138,7 @@ def export_subject(settings: Settings, redis: Redis, tenant_id: str, user_id: st
         "generated_at": datetime.now(UTC).isoformat(),
         "stores": {
             "redis": _redis_state(redis, tenant_id, user_id),
+            "linked_aliases": {alias: _redis_state(redis, tenant_id, alias) for alias in aliases},
             "lake": {"messages": messages.num_rows, "conversation_events": events.num_rows},
             "postgresql": _postgresql(settings, redis, tenant_id, user_id),
         },

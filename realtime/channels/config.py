@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from chatlake.apikeys import ParsedKey
+from chatlake.apikeys import ParsedKey, key_digest
 from chatlake.db import AppPool, tenant_transaction
 from chatlake.secrets import SecretBox
 from chatlake.tenants import ControlPlane, record_audit
@@ -88,7 +88,10 @@ class ChannelStore:
             opened = {k: self.box.open(v, context) for k, v in row["sealed_secrets"].items()}
             return ChannelConfig(tenant_id, name, row["enabled"], opened, row["options"])
 
-        return await self._cache.get(cache_key, load)
+        config = await self._cache.get(cache_key, load)
+        if config is None:  # misses are not kept: any id may be asked for
+            self._cache.drop(cache_key)
+        return config
 
     async def describe(self, tenant_id: str, channel: str) -> dict[str, Any] | None:
         """The configuration as the API shows it: which secrets are set, never their values."""
@@ -117,11 +120,13 @@ class ChannelStore:
         context = self._context(tenant_id, channel)
         async with tenant_transaction(self.pool, tenant_id) as conn:
             cur = await conn.execute(
-                "select sealed_secrets, options from channel_configs where channel = %s for update",
+                "select enabled, sealed_secrets, options from channel_configs "
+                "where channel = %s for update",
                 (channel,),
             )
             row = await cur.fetchone()
             sealed: dict[str, str] = dict(row["sealed_secrets"]) if row else {}
+            enabled = bool(body.get("enabled", row["enabled"] if row else True))
             options: dict[str, Any] = dict(row["options"]) if row else {}
             for name, value in (body.get("secrets") or {}).items():
                 if value:
@@ -150,7 +155,7 @@ class ChannelStore:
                 (
                     tenant_id,
                     channel,
-                    body.get("enabled", True),
+                    enabled,
                     orjson.dumps(sealed).decode(),
                     orjson.dumps(options).decode(),
                 ),
@@ -161,7 +166,7 @@ class ChannelStore:
                 actor,
                 "channel.saved",
                 channel,
-                {"enabled": body.get("enabled", True), "secrets_set": sorted(sealed)},
+                {"enabled": enabled, "secrets_set": sorted(sealed)},
             )
         self._cache.drop(f"{tenant_id}/{channel}")
         shown = await self.describe(tenant_id, channel)
@@ -187,6 +192,4 @@ class ChannelStore:
 
 
 def _digest_hex(api_key: str) -> str:
-    from chatlake.apikeys import key_digest
-
     return key_digest(api_key).hex()

@@ -45,7 +45,9 @@ SEND_MODULES: dict[str, ModuleType] = {
     "twilio": twilio,
 }
 SEEN_SECONDS = 7 * 24 * 3600  # providers retry for hours (Meta up to 36 h); a week covers it
-PROCESSING_SECONDS = 120  # a crashed handler's claim expires, so the provider's retry is handled
+# a crashed handler's claim expires, so the provider's retry is handled; longer than any
+# turn (the model chain's tiers time out well before)
+PROCESSING_SECONDS = 300
 DEAD_LETTERS_KEPT = 10_000
 DEFAULT_RATE_PER_S = 20.0
 
@@ -114,10 +116,16 @@ class Sender:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self, timeout_s: float = 10.0) -> None:
-        """Let the sends under way finish (on shutdown)."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Let the sends under way finish (on shutdown); what is still unsent after
+        `timeout_s` is dead-lettered."""
+        if not self._tasks:
+            return
+        _, unfinished = await asyncio.wait(list(self._tasks), timeout=timeout_s)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=5)
 
     def _limiter(self, config: ChannelConfig) -> AsyncLimiter:
         rate = float(config.options.get("rate_limit_per_s") or DEFAULT_RATE_PER_S)
@@ -133,13 +141,22 @@ class Sender:
         return current[1]
 
     async def send_all(self, outgoing: Outgoing) -> None:
-        for rendered in outgoing.rendered:
-            for body in rendered.bodies:
+        pending = [body for rendered in outgoing.rendered for body in rendered.bodies]
+        try:
+            while pending:
                 try:
-                    await self.send(outgoing, body)
+                    await self.send(outgoing, pending[0])
+                except asyncio.CancelledError:
+                    raise
                 except Exception:  # a bug must not kill the task silently
                     log.exception("channel send failed", extra={"channel": outgoing.channel})
-                    await self._dead_letter(outgoing, body, "internal error", 0)
+                    await self._dead_letter(outgoing, pending[0], "internal error", 0)
+                pending.pop(0)
+        except asyncio.CancelledError:
+            # stopped (shutdown) before these were delivered: recorded, not lost silently
+            for body in pending:
+                await self._dead_letter(outgoing, body, "not sent: the process stopped", 0)
+            raise
 
     async def send(self, outgoing: Outgoing, body: Any) -> bool:
         """One body to the channel's API; True once delivered, False once dead-lettered."""

@@ -44,9 +44,9 @@ def _item(item: dict[str, Any], sender: str) -> Inbound | None:
         message = item["message"]
         if message.get("is_echo"):
             return None  # the page's own message, echoed back
-        inbound = Inbound(
-            sender, str(message.get("mid", "")), "text", str(message.get("text") or "")
-        )
+        if not message.get("mid"):
+            raise PayloadError("a message without its mid")
+        inbound = Inbound(sender, str(message["mid"]), "text", str(message.get("text") or ""))
         if message.get("quick_reply"):
             inbound.type = "quick_reply"
             inbound.payload = {

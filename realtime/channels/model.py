@@ -130,10 +130,11 @@ def as_text(reply: dict[str, Any]) -> str:
             lines.append(_numbered(cards))
         case "image" | "file" | "audio" | "video" | "sticker":
             label = reply.get("filename") if kind == "file" else None
-            lines.append(f"{label}: {reply['url']}" if label else str(reply.get("url", "")))
+            url = str(reply.get("url", ""))
+            lines.append(f"{label}: {url}" if label else url)
         case "location":
             place = ", ".join(str(reply[k]) for k in ("name", "address") if reply.get(k))
-            where = f"https://maps.google.com/?q={reply['latitude']},{reply['longitude']}"
+            where = f"https://maps.google.com/?q={reply.get('latitude')},{reply.get('longitude')}"
             lines.append(f"{place} {where}".strip())
         case "contact":
             lines.append(
@@ -142,7 +143,8 @@ def as_text(reply: dict[str, Any]) -> str:
         case "template":
             if not text:
                 params = ", ".join(str(p) for p in reply.get("parameters", []))
-                lines.append(f"{reply.get('name', '')}: {params}" if params else reply["name"])
+                name = str(reply.get("name", ""))
+                lines.append(f"{name}: {params}" if params else name)
         case "reaction":
             lines = [str(reply.get("emoji", ""))]
         case "typing":

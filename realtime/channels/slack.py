@@ -53,9 +53,10 @@ def parse_event(event: dict[str, Any]) -> list[Inbound]:
     if kind in ("message", "app_mention"):
         if inner.get("bot_id") or inner.get("subtype") not in (None, "file_share"):
             return []  # the bot's own messages, edits, joins, …
-        inbound = Inbound(
-            str(inner.get("user", "")), event_id, "text", str(inner.get("text") or "")
-        )
+        # keyed by the message, not the event: one message can come as both a `message`
+        # and an `app_mention` event
+        key = f"msg:{inner['channel']}:{inner['ts']}" if inner.get("ts") else event_id
+        inbound = Inbound(str(inner.get("user", "")), key, "text", str(inner.get("text") or ""))
         files = inner.get("files") or []
         if files:
             inbound.type = media_type(files[0].get("mimetype"))

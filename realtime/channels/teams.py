@@ -13,6 +13,7 @@ a contact and a template become text; bots cannot react, so a reaction is not se
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +31,7 @@ ISSUER = "https://api.botframework.com"
 DEFAULT_LOGIN = "https://login.microsoftonline.com"
 TOKEN_SCOPE = "https://api.botframework.com/.default"
 KEYS_SECONDS = 3600.0  # how long fetched signing keys are trusted before a refetch
+REFETCH_SECONDS = 60.0  # an unknown kid refetches the keys at most this often
 LEEWAY_S = 300  # the Bot Framework allows five minutes of clock skew
 MIME = {
     "image": "image/png",
@@ -61,7 +63,9 @@ class OpenIdKeys:
         for candidate in keys.keys:
             if candidate.key_id == kid:
                 return candidate
-        if fresh:  # keys roll over: an unknown kid is looked up once more
+        # keys roll over: an unknown kid is looked up once more, though not on every
+        # forged token
+        if fresh and cached and time.monotonic() - cached[1] >= REFETCH_SECONDS:
             for candidate in (await self._fetch(metadata_url)).keys:
                 if candidate.key_id == kid:
                     return candidate
@@ -89,14 +93,16 @@ async def verify(
             audience=app_id,
             issuer=ISSUER,
             leeway=LEEWAY_S,
-            options={"require": ["exp", "iss", "aud"]},
+            options={"require": ["exp", "iss", "aud", "serviceurl"]},
         )
     except jwt.PyJWTError as exc:
         raise SignatureError(f"the token is not valid: {exc}") from None
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         raise SignatureError(f"the OpenID keys could not be read: {exc}") from None
-    service_url = claims.get("serviceurl") or claims.get("serviceUrl")
-    if service_url and service_url.rstrip("/") != str(activity.get("serviceUrl", "")).rstrip("/"):
+    # the reply goes to the activity's serviceUrl with the bot's token: only where the
+    # Bot Connector said it comes from
+    service_url = str(claims.get("serviceurl", ""))
+    if service_url.rstrip("/") != str(activity.get("serviceUrl", "")).rstrip("/"):
         raise SignatureError("the token was issued for another serviceUrl")
     return claims
 
@@ -130,9 +136,11 @@ def parse(activity: dict[str, Any]) -> list[Inbound]:
             for a in activity.get("attachments") or []
             if a.get("contentUrl") and a.get("contentType") != "text/html"
         ]
-        if activity.get("value") is not None:  # an adaptive card's submit
+        if activity.get("value") is not None:  # a messageBack press, a card's submit
+            value = activity["value"]
+            chosen = value["payload"] if isinstance(value, dict) and "payload" in value else value
             inbound.type = "postback"
-            inbound.payload = {"payload": activity["value"], "title": inbound.text}
+            inbound.payload = {"payload": chosen, "title": inbound.text}
         elif files:
             content_type = str(files[0].get("contentType", ""))
             inbound.type = (
@@ -163,10 +171,14 @@ def parse(activity: dict[str, Any]) -> list[Inbound]:
 def _action(choice: dict[str, Any]) -> dict[str, Any]:
     if choice.get("url"):
         return {"type": "openUrl", "title": choice["title"], "value": choice["url"]}
+    # messageBack: the press comes back as a postback with the payload, showing the title
+    payload = str(choice.get("payload") or choice["title"])
     return {
-        "type": "imBack",
+        "type": "messageBack",
         "title": choice["title"],
-        "value": str(choice.get("payload") or choice["title"]),
+        "displayText": choice["title"],
+        "text": choice["title"],
+        "value": {"payload": payload},
     }
 
 
@@ -246,12 +258,20 @@ class Tokens:
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
+
+    @staticmethod
+    def _key(config: ChannelConfig) -> tuple[str, ...]:
+        """A token is the tenant's own: keyed by the tenant and the credentials it was
+        issued for, so no other tenant configuring the same app id is ever handed it."""
+        login = (config.api_base_url or DEFAULT_LOGIN).rstrip("/")
+        secret = hashlib.sha256(config.secrets.get("app_password", "").encode()).hexdigest()
+        return (config.tenant_id, login, config.secrets.get("app_id", ""), secret)
 
     async def token(self, config: ChannelConfig) -> str:
         login = (config.api_base_url or DEFAULT_LOGIN).rstrip("/")
         app_id = config.secrets.get("app_id", "")
-        cached = self._tokens.get((login, app_id))
+        cached = self._tokens.get(self._key(config))
         if cached and cached[1] > time.monotonic():
             return cached[0]
         response = await self.http.post(
@@ -267,12 +287,11 @@ class Tokens:
         response.raise_for_status()
         body = response.json()
         expires = time.monotonic() + max(60.0, float(body.get("expires_in", 3600)) - 300)
-        self._tokens[(login, app_id)] = (body["access_token"], expires)
+        self._tokens[self._key(config)] = (body["access_token"], expires)
         return str(body["access_token"])
 
     def forget(self, config: ChannelConfig) -> None:
-        login = (config.api_base_url or DEFAULT_LOGIN).rstrip("/")
-        self._tokens.pop((login, config.secrets.get("app_id", "")), None)
+        self._tokens.pop(self._key(config), None)
 
 
 def call(config: ChannelConfig, address: dict[str, Any], body: dict[str, Any], token: str) -> Call:

@@ -9,12 +9,20 @@ is spoken (`<Say>`) before listening again.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 import httpx
 
-from realtime.channels.base import Call, Outcome, http_outcome, json_body, media_type
+from realtime.channels.base import (
+    Call,
+    Outcome,
+    PayloadError,
+    http_outcome,
+    json_body,
+    media_type,
+)
 from realtime.channels.config import ChannelConfig
 from realtime.channels.model import Inbound, Rendered, as_text, text_only
 
@@ -42,6 +50,8 @@ def parse_sms(form: dict[str, str]) -> list[Inbound]:
                 },
             )
         ]
+    if not sid or not sender:
+        raise PayloadError("an SMS webhook without MessageSid or From")
     inbound = Inbound(sender, sid, "text", form.get("Body", ""))
     media = int(form.get("NumMedia") or 0)
     if media:
@@ -92,11 +102,16 @@ def outcome(response: httpx.Response) -> Outcome:
 # Voice
 
 
-def parse_voice(form: dict[str, str], idempotency_token: str | None) -> Inbound:
+def parse_voice(form: dict[str, str]) -> Inbound:
+    """A speech result. Its delivery id is the call and what was heard (with the
+    recognizer's confidence): Twilio's idempotency header is not covered by the signature,
+    so it cannot be what makes a replayed request new."""
     call_sid = form.get("CallSid", "")
-    speech = form.get("SpeechResult")
-    message_id = idempotency_token or f"{call_sid}:{form.get('SequenceNumber', '')}:{speech}"
-    inbound = Inbound(form.get("From", ""), message_id, "text", speech or "")
+    speech = form.get("SpeechResult", "")
+    if not call_sid:
+        raise PayloadError("a voice webhook without CallSid")
+    heard = hashlib.sha256(f"{speech}\x00{form.get('Confidence', '')}".encode()).hexdigest()
+    inbound = Inbound(form.get("From", ""), f"{call_sid}:{heard[:32]}", "text", speech)
     inbound.payload = {"call_sid": call_sid, "confidence": form.get("Confidence")}
     inbound.address = {"call_sid": call_sid}
     return inbound

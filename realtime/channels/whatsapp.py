@@ -50,11 +50,11 @@ def parse(event: dict[str, Any]) -> list[Inbound]:
                 if inbound is None:
                     continue
                 inbound.address = {
-                    "to": message["from"],
+                    "to": inbound.sender,
                     "phone_number_id": phone_number_id,
                     "message_id": message["id"],
                 }
-                inbound.name = names.get(message["from"])
+                inbound.name = names.get(inbound.sender)
                 found.append(inbound)
             for status in value.get("statuses") or []:
                 found.append(
@@ -74,9 +74,11 @@ def parse(event: dict[str, Any]) -> list[Inbound]:
 
 def _message(message: dict[str, Any]) -> Inbound | None:
     try:
-        sender, message_id, kind = message["from"], message["id"], message["type"]
+        sender, message_id, kind = str(message["from"]), str(message["id"]), message["type"]
     except KeyError as exc:
         raise PayloadError(f"a message without {exc.args[0]}") from None
+    if not sender or not message_id:
+        raise PayloadError("a message without its sender or id")
     body = message.get(kind) or {}
     inbound = Inbound(sender=sender, message_id=message_id, type="text")
     match kind:
@@ -253,7 +255,7 @@ def meta_outcome(response: httpx.Response) -> Outcome:
         return Outcome(True)
     error = json_body(response).get("error") or {}
     code = error.get("code")
-    detail = f"HTTP {response.status_code} code {code}: {error.get('message', response.text[:200])}"
+    detail = f"HTTP {response.status_code} code {code}: {str(error.get('message', ''))[:300]}"
     result = http_outcome(response, detail)
     if code in RETRY_CODES and not result.retry:
         return Outcome(False, retry=True, error=detail)

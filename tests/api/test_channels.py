@@ -771,3 +771,85 @@ def test_signed_but_malformed_payloads_get_a_clear_error_never_a_500(client, ten
     assert post_meta(client, "whatsapp", tenant, nul).json()["answered"] == 1
     teams_url = f"/v1/channels/teams/{tenant.tenant_id}"
     assert client.post(teams_url, content=b"[]").status_code == 404  # teams not configured
+
+
+def test_any_spelling_of_the_tenant_id_reaches_the_same_channel(client, tenant, provider):
+    whatsapp_config(client, tenant, provider)
+    payload = samples.whatsapp({"id": "wamid.upper1", "type": "text", "text": {"body": "hi"}})
+    raw = orjson.dumps(payload)
+    for spelling in (
+        tenant.tenant_id.upper(),
+        tenant.tenant_id.replace("-", ""),
+        "{" + tenant.tenant_id + "}",
+    ):
+        response = client.post(
+            f"/v1/channels/whatsapp/{spelling}", content=raw, headers=meta_headers(APP_SECRET, raw)
+        )
+        assert response.status_code == 200, (spelling, response.text)
+    assert len(conversation_of(client, tenant, f"whatsapp:{samples.WA_USER}")["messages"]) >= 2
+    empty = samples.messenger({"message": {"mid": "", "text": "no id"}})
+    configure(client, tenant, "messenger", {"app_secret": APP_SECRET}, provider)
+    assert post_meta(client, "messenger", tenant, empty).status_code == 400
+
+
+def test_a_disabled_channel_stays_disabled_and_urls_must_be_public(client, tenant, provider):
+    whatsapp_config(client, tenant, provider)
+    configure(client, tenant, "whatsapp", {}, enabled=False)
+    assert configure(client, tenant, "whatsapp", {"verify_token": "new"})["enabled"] is False
+    settings = client.app.state.platform.settings
+    settings.channel_private_urls = False  # as in production
+    try:
+        private = client.put(
+            "/v1/channels/whatsapp", json={"api_base_url": provider.url}, headers=tenant.headers
+        )
+        assert private.status_code == 422 and "https only" in private.json()["error"]["message"]
+        metadata = client.put(
+            "/v1/channels/teams",
+            headers=tenant.headers,
+            json={"secrets": {"openid_metadata_url": "https://169.254.169.254/latest"}},
+        )
+        assert metadata.status_code == 422
+    finally:
+        settings.channel_private_urls = None
+
+
+def test_teams_tokens_belong_to_one_tenant_and_need_the_serviceurl_claim(
+    client, admin_headers, provider
+):
+    first, second = create_tenant(client, admin_headers), create_tenant(client, admin_headers)
+    service = provider.url + "/"
+    for tenant, password in ((first, "first-SECRET"), (second, "guessed")):
+        configure(
+            client,
+            tenant,
+            "teams",
+            {
+                "app_id": APP_ID,
+                "app_password": password,
+                "openid_metadata_url": f"{provider.url}/openid",
+            },
+            provider,
+        )
+    activity = samples.teams_activity(service, id="teams-iso-1")
+    raw = orjson.dumps(activity)
+    no_claim = provider.bot_token(APP_ID, service)
+    import jwt as pyjwt
+
+    claims = pyjwt.decode(no_claim, options={"verify_signature": False})
+    del claims["serviceurl"]
+    unsigned_url = pyjwt.encode(
+        claims, provider.key, algorithm="RS256", headers={"kid": provider.kid}
+    )
+    refused = client.post(
+        f"/v1/channels/teams/{first.tenant_id}",
+        content=raw,
+        headers={"Authorization": f"Bearer {unsigned_url}", "Content-Type": "application/json"},
+    )
+    assert refused.status_code == 401
+    assert teams_post(client, first, provider, activity).json()["answered"] == 1
+    provider.wait_for(1, "/v3/conversations/")
+    second_activity = samples.teams_activity(service, id="teams-iso-2")
+    assert teams_post(client, second, provider, second_activity).json()["answered"] == 1
+    tokens = provider.wait_for(2, "/oauth2/v2.0/token")
+    # the second tenant's reply needed a token of its own, asked with its own password
+    assert [t["form"]["client_secret"] for t in tokens] == ["first-SECRET", "guessed"]

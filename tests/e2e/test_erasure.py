@@ -73,6 +73,8 @@ def test_a_user_is_erased_everywhere_and_nobody_else_is_touched(
     converse(client, tenant, subject, ["hello", f"my phrase is {SECRET}", "talk to a human"])
     converse(client, tenant, "ben", ["hello", "where is my order?"])
     converse(client, other_tenant, subject, ["hello", "same id, other tenant"])
+    alias = "whatsapp:15550001111"  # the subject on WhatsApp, before the link below
+    converse(client, tenant, alias, [f"on whatsapp {SECRET}"])
     assert run_ingest(home, f"era-{uuid4().hex[:6]}").returncode == 0
     assert run_pipeline(settings)["success"]
     late = converse(client, tenant, subject, [f"again {SECRET}"])  # still in the stream
@@ -87,7 +89,8 @@ def test_a_user_is_erased_everywhere_and_nobody_else_is_touched(
               "address": {"to": "15550001111"}, "body": {"text": {"body": SECRET}},
               "error": "HTTP 400", "attempts": 1, "at": "2026-11-26T00:00:00+00:00"}  # fmt: skip
     r.xadd(keys.channel_dead_letters, {"event": json.dumps(letter)})
-    kept = {r for r in bronze_rows(settings) if not (r[1] == tenant.tenant_id and r[2] == subject)}
+    kept = {r for r in bronze_rows(settings)
+            if not (r[1] == tenant.tenant_id and r[2] in (subject, alias))}  # fmt: skip
     assert files_with(Path(home), SECRET)  # before: in the lake, the warehouse, Redis
 
     result = run("erase", "--tenant", tenant.tenant_id, "--user", subject, home=home, check=False)
@@ -102,6 +105,8 @@ def test_a_user_is_erased_everywhere_and_nobody_else_is_touched(
     assert certificate["stores"]["redis"]["conversations"] == 2
     assert certificate["stores"]["redis"]["channel_dead_letters_deleted"] == 1
     assert certificate["stores"]["postgresql"]["rows_deleted"]["channel_identities"] == 1
+    [followed] = certificate["aliases"]  # the link was followed to what came before it
+    assert followed["verification"]["passed"] and followed["stores"]["lake"][0]["rows_deleted"]
     links = client.get("/v1/identities", params={"user_id": subject}, headers=tenant.headers)
     assert links.json()["identities"] == []
 
@@ -114,7 +119,8 @@ def test_a_user_is_erased_everywhere_and_nobody_else_is_touched(
     # Everyone else, row for row: the same user id in the other tenant included.
     assert run_ingest(home, f"era-{uuid4().hex[:6]}").returncode == 0
     assert kept <= bronze_rows(settings)
-    assert not {r for r in bronze_rows(settings) if r[1] == tenant.tenant_id and r[2] == subject}
+    assert not {r for r in bronze_rows(settings)
+                if r[1] == tenant.tenant_id and r[2] in (subject, alias)}  # fmt: skip
     assert {r for r in kept if r[1] == other_tenant.tenant_id and r[2] == subject}
 
     with psycopg.connect(endpoints.database_url) as owner:
@@ -193,6 +199,7 @@ def test_a_subject_export_holds_everything_from_every_store(
 
     tenant = create_tenant(client, admin_headers, name="exporting")
     converse(client, tenant, "eva", ["hello", "where is my order?"])
+    converse(client, tenant, "slack:U2147483697", ["from slack, before the link"])
     assert run_ingest(home, f"exp-{uuid4().hex[:6]}").returncode == 0
     open_conversation = converse(client, tenant, "eva", ["a newer question"])  # not ingested
     converse(client, tenant, "someone-else", ["hello"])
@@ -212,8 +219,9 @@ def test_a_subject_export_holds_everything_from_every_store(
                                            "conversation_events.parquet"}  # fmt: skip
         manifest = json.loads(archive.read("subject.json"))
         messages = pq.read_table(io.BytesIO(archive.read("messages.parquet")))
-        assert set(messages["user_id"].to_pylist()) == {"eva"} and messages.num_rows == 4
-        assert manifest["stores"]["lake"]["messages"] == 4
+        # eva's own, and what she wrote on Slack before her id there was linked to her
+        assert set(messages["user_id"].to_pylist()) == {"eva", "slack:U2147483697"}
+        assert messages.num_rows == 6 and manifest["stores"]["lake"]["messages"] == 6
         redis_part = manifest["stores"]["redis"]
         ids = {c["conversation_id"] for c in redis_part["conversations"]}
         assert open_conversation in ids and len(ids) == 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from realtime.channels import messenger, slack, teams, twilio, web, whatsapp
-from realtime.channels.base import PayloadError
+from realtime.channels.base import PayloadError, url_problem
 from realtime.channels.model import REPLY_TYPES, as_text, text_only, validate_reply
 from tests.utils import channel_samples as samples
 
@@ -85,7 +85,8 @@ def test_slack_events_and_actions_are_normalized():
         "Live long and prospect.",
         samples.SLACK_USER,
     )
-    assert text.message_id == "Ev0PV52K21" and text.address["channel"] == samples.SLACK_CHANNEL
+    assert text.message_id == "msg:D0LAN2Q65:1355517523.000005"
+    assert text.address["channel"] == samples.SLACK_CHANNEL
     [image] = slack.parse_event(samples.slack_event(samples.SLACK_EVENTS["image"]))
     assert image.type == "image" and image.payload["name"] == "shot.png"
     [mention] = slack.parse_event(samples.slack_event(samples.SLACK_EVENTS["mention"]))
@@ -142,8 +143,12 @@ def test_twilio_sms_mms_and_status_callbacks_are_normalized():
     assert twilio.parse_sms(where)[0].type == "location"
     status = {"MessageSid": "SM1", "MessageStatus": "delivered", "To": "+1", "From": "+2"}
     assert twilio.parse_sms(status)[0].type == "status"
-    voice = twilio.parse_voice(samples.twilio_voice("where is my order"), "token-1")
-    assert (voice.text, voice.message_id) == ("where is my order", "token-1")
+    voice = twilio.parse_voice(samples.twilio_voice("where is my order"))
+    assert voice.text == "where is my order"
+    assert voice.message_id.startswith("CA5e9e2ab6a3f63d6f4b2d8cbd2b0d8b67:")
+    assert twilio.parse_voice(samples.twilio_voice("something else")).message_id != voice.message_id
+    with pytest.raises(PayloadError):
+        twilio.parse_sms({"Body": "no sid"})
 
 
 def test_every_reply_type_renders_on_every_channel():
@@ -311,3 +316,43 @@ def test_voice_twiml_gathers_speech_and_escapes():
     assert '<Gather input="speech"' in xml
     assert "Tom &amp; Jerry &lt;3" in xml
     assert 'action="https://h/v1/channels/twilio-voice/t?a=1&amp;b=2"' in xml
+
+
+async def test_urls_a_tenant_gives_are_public_outside_development():
+    assert await url_problem("http://127.0.0.1:9/x", allow_private=True) is None
+    assert "https only" in await url_problem("http://example.com", allow_private=False)
+    for private in (
+        "https://127.0.0.1/",
+        "https://10.1.2.3/",
+        "https://169.254.169.254/latest",
+        "https://[::1]/",
+        "https://localhost/",
+    ):
+        assert "non-public" in await url_problem(private, allow_private=False), private
+    assert "not an http(s) URL" in await url_problem("file:///etc/passwd", allow_private=True)
+
+
+def test_a_reply_a_renderer_cannot_take_goes_as_text():
+    from realtime.api.routes.channels import _safe
+
+    broken = {"type": "reaction", "emoji": 7, "message_id": "1"}  # not what Slack takes
+    rendered = _safe(slack.render)(broken)
+    assert rendered.degraded == "reaction->text" and rendered.bodies == [{"text": "7"}]
+
+
+def test_slack_message_and_mention_of_one_message_are_one_delivery():
+    mention = dict(samples.SLACK_EVENTS["text"], type="app_mention")
+    [a] = slack.parse_event(samples.slack_event(samples.SLACK_EVENTS["text"], "Ev1"))
+    [b] = slack.parse_event(samples.slack_event(mention, "Ev2"))
+    assert a.message_id == b.message_id
+
+
+def test_teams_buttons_come_back_as_postbacks():
+    [card] = teams.render(samples.REPLIES["buttons"]).bodies
+    action = card["attachments"][0]["content"]["buttons"][0]
+    assert action["type"] == "messageBack" and action["value"] == {"payload": "TRACK"}
+    pressed = samples.teams_activity(
+        "https://smba.trafficmanager.net/amer/", text="Track order", value=action["value"]
+    )
+    [inbound] = teams.parse(pressed)
+    assert (inbound.type, inbound.payload["payload"]) == ("postback", "TRACK")

@@ -11,6 +11,7 @@ on /metrics (`chatlake_channel_webhooks_refused_total`).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 from uuid import UUID
@@ -20,12 +21,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
+from chatlake.secrets import SecretError
 from realtime.api.deps import PlatformDep, TenantDep
 from realtime.api.errors import ApiError
 from realtime.api.routes.messages import converse
 from realtime.api.schemas import MessageIn, StrictModel, error_responses
 from realtime.channels import messenger, signatures, slack, teams, twilio, web, whatsapp
-from realtime.channels.base import PayloadError
+from realtime.channels.base import PayloadError, url_problem
 from realtime.channels.config import SECRETS, WEBHOOK_CHANNELS, ChannelConfig, config_channel
 from realtime.channels.delivery import Outgoing, dead_letters
 from realtime.channels.model import Inbound, Rendered, as_text
@@ -144,6 +146,14 @@ async def put_channel(
             raise ApiError(
                 422, f"an origin is scheme://host[:port], not {origin!r}", code="validation_error"
             )
+    allow_private = platform.settings.allow_private_channel_urls
+    for name, url in (
+        ("api_base_url", body.api_base_url),
+        ("openid_metadata_url", body.secrets.get("openid_metadata_url")),
+    ):
+        problem = await url_problem(url, allow_private) if url else None
+        if problem:
+            raise ApiError(422, f"{name}: {problem}", code="validation_error")
     await platform.channels.put(
         tenant.tenant_id, channel, body.model_dump(exclude_unset=True), tenant.actor
     )
@@ -213,10 +223,18 @@ async def _config(platform: Platform, channel: str, tenant_id: str) -> ChannelCo
             channel if channel in SECRETS else "unknown", "unknown", 404, f"no channel {channel!r}"
         )
     try:
-        UUID(tenant_id)
+        tenant_id = str(UUID(tenant_id))  # one spelling: the keys and contexts depend on it
     except ValueError:
         raise _refused(channel, "not_configured", 404, "no such tenant or channel") from None
-    config = await platform.channels.config(tenant_id, channel)
+    try:
+        config = await platform.channels.config(tenant_id, channel)
+    except SecretError:
+        raise ApiError(
+            503,
+            f"the {channel} channel's secrets cannot be opened with this "
+            "master key; the operator must fix CHATLAKE_MASTER_KEY(_PREVIOUS)",
+            code="unavailable",
+        ) from None
     if config is None:
         raise _refused(channel, "not_configured", 404, "no such tenant or channel")
     if not config.enabled:
@@ -335,6 +353,11 @@ async def webhook(
             except signatures.SignatureError as exc:
                 raise _signature_refused(channel, exc) from None
             inbounds = _parsed(channel, lambda: teams.parse(activity))
+            problem = await url_problem(
+                str(activity.get("serviceUrl")), platform.settings.allow_private_channel_urls
+            )
+            if problem:
+                raise _refused(channel, "service_url", 400, f"serviceUrl refused: {problem}")
         case "twilio" | "twilio-voice":
             params = parse_qsl(raw.decode(errors="replace"), keep_blank_values=True)
             try:
@@ -432,7 +455,12 @@ async def _handle(
             )
         try:
             result, rendered, user_id = await _answer(
-                platform, config, channel, inbound, started, RENDERERS[config_channel(channel)]
+                platform,
+                config,
+                channel,
+                inbound,
+                started,
+                _safe(RENDERERS[config_channel(channel)]),
             )
         except BaseException:
             await platform.deliveries.release(config.tenant_id, channel, inbound.message_id)
@@ -443,6 +471,21 @@ async def _handle(
             Outgoing(config, channel, inbound.address, rendered, user_id, result["conversation_id"])
         )
     return answered
+
+
+def _safe(render: Callable[[dict[str, Any]], Rendered]) -> Callable[[dict[str, Any]], Rendered]:
+    """A reply the channel's renderer cannot take (a flow's rich reply missing a field) is
+    sent as text rather than failing the message."""
+
+    def rendering(reply: dict[str, Any]) -> Rendered:
+        try:
+            return render(reply)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            text = as_text(reply)
+            bodies = render({"type": "text", "text": text}).bodies if text else []
+            return Rendered(bodies, f"{reply.get('type')}->text")
+
+    return rendering
 
 
 def _voice_render(reply: dict[str, Any]) -> Rendered:
@@ -462,7 +505,7 @@ async def _voice(
     action = _request_url(request)
     if not form.get("SpeechResult"):
         return Response(twilio.twiml(twilio.GREETING, action), media_type="text/xml")
-    inbound = twilio.parse_voice(form, request.headers.get("i-twilio-idempotency-token"))
+    inbound = twilio.parse_voice(form)
     claim = await platform.deliveries.claim(config.tenant_id, "twilio-voice", inbound.message_id)
     if claim != "new":
         if claim == "busy":
@@ -539,7 +582,7 @@ async def _web_message(
         )
     inbound = Inbound(message.visitor_id, "", message.type, message.text, payload=message.payload)
     try:
-        result, _, _ = await _answer(platform, config, "web", inbound, started, web.render)
+        result, _, _ = await _answer(platform, config, "web", inbound, started, _safe(web.render))
     except ApiError as exc:
         exc.headers = {**(exc.headers or {}), **_cors(origin)}
         raise
