@@ -103,6 +103,16 @@ class TenantKeyspace:
         return f"{self.prefix}:chan:{channel}:seen:{message_id_digest}"
 
     @property
+    def channel_outbox(self) -> str:
+        """Stream: replies rendered for a channel and not yet delivered or dead-lettered;
+        an entry left by a process that stopped is sent again by another."""
+        return f"{self.prefix}:chan:outbox"
+
+    def channel_outbox_lock(self, entry_id: str) -> str:
+        """String: which process is sending an outbox entry (expires if it dies)."""
+        return f"{self.prefix}:chan:outbox-lock:{entry_id}"
+
+    @property
     def channel_dead_letters(self) -> str:
         """Stream: replies a channel's API would not take after every retry."""
         return f"{self.prefix}:chan:dead"

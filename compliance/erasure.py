@@ -106,6 +106,10 @@ def erase_redis(redis: Redis, tenant_id: str, user_id: str, pseudonym: str) -> d
     dead_letters = _subject_entries(redis, keys.channel_dead_letters, user_id)
     if dead_letters:
         redis.xdel(keys.channel_dead_letters, *dead_letters)
+    # and replies still waiting in the outbox (the sender skips an entry that is gone)
+    outbox = _subject_entries(redis, keys.channel_outbox, user_id)
+    if outbox:
+        redis.xdel(keys.channel_outbox, *outbox)
     cache = list(redis.scan_iter(match=f"{keys.prefix}:llmcache:*", count=1000))
     if cache:
         redis.delete(*cache)
@@ -116,6 +120,7 @@ def erase_redis(redis: Redis, tenant_id: str, user_id: str, pseudonym: str) -> d
         "keys_deleted": deleted_keys,
         "stream_entries_deleted": len(stream_entries),
         "channel_dead_letters_deleted": len(dead_letters),
+        "channel_outbox_entries_deleted": len(outbox),
         "cache_entries_deleted": len(cache),
         "subject_key_destroyed": key_destroyed,
         "append_only_file": "rewritten",
@@ -277,6 +282,8 @@ def verify(
         found.append("redis stream entries")
     if _subject_entries(redis, keys.channel_dead_letters, user_id):
         found.append("redis channel dead letters")
+    if _subject_entries(redis, keys.channel_outbox, user_id):
+        found.append("redis channel outbox entries")
     redis_dir = Path(str(redis.config_get("dir")["dir"]))
     for path in redis_dir.iterdir():
         if path.suffix in (".aof", ".rdb") and _file_mentions(path, needles):

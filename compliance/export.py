@@ -66,10 +66,17 @@ def _redis_state(redis: Redis, tenant_id: str, user_id: str) -> dict[str, Any]:
         for _, fields in dead
         if fields and (record := orjson.loads(fields[b"event"])).get("user_id") == user_id
     ]
+    waiting: Any = redis.xrange(keys.channel_outbox)
+    outbox = [
+        record
+        for _, fields in waiting
+        if fields and (record := orjson.loads(fields[b"event"])).get("user_id") == user_id
+    ]
     return {
         "conversations": conversations,
         "events_not_yet_in_the_lake": pending,
         "channel_replies_not_delivered": undelivered,
+        "channel_replies_being_sent": outbox,
     }
 
 

@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         platform = await Platform.open(settings)
         app.state.platform = platform
+        platform.sender.start_recovery()  # replies a stopped process left in the outbox
         # Everything loaded so far (libraries, models) lives as long as the process: keep it
         # out of the collector's full passes, which otherwise walk it every few seconds.
         gc.collect()

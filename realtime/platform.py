@@ -95,10 +95,10 @@ class Platform:
             replies=Replies(
                 knowledge, chain, http, CircuitBreaker(redis), redis, settings.llm_prices
             ),
-            channels=ChannelStore(pool, box, control),
+            channels=(channels := ChannelStore(pool, box, control)),
             identities=Identities(pool, settings.secret("pseudonym_key")),
             deliveries=Deliveries(redis),
-            sender=Sender(http, redis),
+            sender=Sender(http, redis, channels.config),
             teams_keys=OpenIdKeys(http),
         )
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
@@ -50,6 +52,9 @@ SEEN_SECONDS = 7 * 24 * 3600  # providers retry for hours (Meta up to 36 h); a w
 PROCESSING_SECONDS = 300
 DEAD_LETTERS_KEPT = 10_000
 DEFAULT_RATE_PER_S = 20.0
+OUTBOX_STALE_S = 60.0  # an outbox entry this old whose lock is gone is sent again
+RECOVER_EVERY_S = 30.0
+LOCK_SECONDS = 300  # longer than all the attempts of all of an entry's replies take
 
 
 class Deliveries:
@@ -89,11 +94,22 @@ class Outgoing:
     conversation_id: str
 
 
+ConfigLoader = Callable[[str, str], Awaitable[ChannelConfig | None]]
+
+
 class Sender:
+    """Sends replies through the outbox: each inbound message's replies are one entry of
+    the tenant's outbox stream, written before the webhook is answered, deleted once
+    every reply was delivered or dead-lettered. A process that stops (or dies) leaves its
+    entries there; `recover` (every RECOVER_EVERY_S, in every API process) sends the ones
+    older than OUTBOX_STALE_S that no live process holds the lock of: at least once, so a
+    reply delivered just before a crash may be delivered again."""
+
     def __init__(
         self,
         http: httpx.AsyncClient,
         redis: Redis,
+        configs: ConfigLoader,
         *,
         attempts: int = 5,
         backoff_s: float = 0.25,
@@ -101,24 +117,41 @@ class Sender:
     ) -> None:
         self.http = http
         self.redis = redis
+        self.configs = configs
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.max_wait_s = max_wait_s
         self.teams_tokens = teams.Tokens(http)
         self._limiters: dict[tuple[str, str], tuple[float, AsyncLimiter]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._recovery: asyncio.Task[None] | None = None
 
-    def dispatch(self, outgoing: Outgoing) -> None:
-        """Send in the background, in order; the webhook's answer does not wait."""
-        if not any(r.bodies for r in outgoing.rendered):
+    async def dispatch(self, outgoing: Outgoing) -> None:
+        """Record the replies in the outbox (durable before the webhook is answered), then
+        send them in the background, in order."""
+        bodies = [body for rendered in outgoing.rendered for body in rendered.bodies]
+        if not bodies:
             return
-        task = asyncio.create_task(self.send_all(outgoing))
+        keys = TenantKeyspace(outgoing.config.tenant_id)
+        record = {"channel": outgoing.channel, "config_channel": outgoing.config.channel,
+                  "address": outgoing.address, "bodies": bodies, "user_id": outgoing.user_id,
+                  "conversation_id": outgoing.conversation_id}  # fmt: skip
+        entry_id = _text(
+            await self.redis.xadd(keys.channel_outbox, {"event": orjson.dumps(record)})
+        )
+        await self.redis.set(keys.channel_outbox_lock(entry_id), "sending", ex=LOCK_SECONDS)
+        self._start(outgoing, bodies, entry_id)
+
+    def _start(self, outgoing: Outgoing, bodies: list[Any], entry_id: str) -> None:
+        task = asyncio.create_task(self.send_all(outgoing, bodies, entry_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self, timeout_s: float = 30.0) -> None:
         """Let the sends under way finish (on shutdown); what is still unsent after
-        `timeout_s` is dead-lettered."""
+        `timeout_s` stays in the outbox for another process to send."""
+        if self._recovery is not None:
+            self._recovery.cancel()
         if not self._tasks:
             return
         _, unfinished = await asyncio.wait(list(self._tasks), timeout=timeout_s)
@@ -126,6 +159,55 @@ class Sender:
             task.cancel()
         if unfinished:
             await asyncio.wait(unfinished, timeout=5)
+
+    def start_recovery(self) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(RECOVER_EVERY_S)
+                try:
+                    await self.recover()
+                except Exception:  # the stores may be away for a while: try again later
+                    log.warning("outbox recovery failed", exc_info=True)
+
+        self._recovery = asyncio.create_task(loop())
+
+    async def recover(self, stale_s: float = OUTBOX_STALE_S) -> int:
+        """Send the outbox entries older than `stale_s` that no process holds; how many."""
+        cutoff = int((time.time() - stale_s) * 1000)
+        taken = 0
+        async for raw_key in self.redis.scan_iter(match="cl:{*}:chan:outbox", count=1000):
+            stream = _text(raw_key)
+            tenant_id = stream.split("{", 1)[1].split("}", 1)[0]
+            keys = TenantKeyspace(tenant_id)
+            entries: Any = await self.redis.xrange(stream, "-", str(cutoff), count=100)
+            for raw_id, fields in entries or []:
+                entry_id = _text(raw_id)
+                lock = keys.channel_outbox_lock(entry_id)
+                if not await self.redis.set(lock, "recovering", nx=True, ex=LOCK_SECONDS):
+                    continue  # a live process is sending it
+                record = orjson.loads(fields[b"event"])
+                config = await self.configs(tenant_id, record["config_channel"])
+                outgoing = Outgoing(
+                    config or ChannelConfig(tenant_id, record["config_channel"], False, {}),
+                    record["channel"], record["address"], [], record["user_id"],
+                    record["conversation_id"],
+                )  # fmt: skip
+                if config is None or not config.enabled:
+                    for body in record["bodies"]:
+                        await self._dead_letter(outgoing, body, "the channel is no longer "
+                                                "configured or enabled", 0)  # fmt: skip
+                    await self._finish(tenant_id, entry_id)
+                    continue
+                self._start(outgoing, record["bodies"], entry_id)
+                taken += 1
+        return taken
+
+    async def _finish(self, tenant_id: str, entry_id: str) -> None:
+        keys = TenantKeyspace(tenant_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xdel(keys.channel_outbox, entry_id)
+            pipe.delete(keys.channel_outbox_lock(entry_id))
+            await pipe.execute()
 
     def _limiter(self, config: ChannelConfig) -> AsyncLimiter:
         rate = float(config.options.get("rate_limit_per_s") or DEFAULT_RATE_PER_S)
@@ -140,23 +222,23 @@ class Sender:
             self._limiters[key] = current
         return current[1]
 
-    async def send_all(self, outgoing: Outgoing) -> None:
-        pending = [body for rendered in outgoing.rendered for body in rendered.bodies]
+    async def send_all(self, outgoing: Outgoing, bodies: list[Any], entry_id: str) -> None:
+        tenant_id = outgoing.config.tenant_id
         try:
-            while pending:
+            for body in bodies:
                 try:
-                    await self.send(outgoing, pending[0])
+                    await self.send(outgoing, body)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # a bug must not kill the task silently
                     log.exception("channel send failed", extra={"channel": outgoing.channel})
-                    await self._dead_letter(outgoing, pending[0], "internal error", 0)
-                pending.pop(0)
+                    await self._dead_letter(outgoing, body, "internal error", 0)
         except asyncio.CancelledError:
-            # stopped (shutdown) before these were delivered: recorded, not lost silently
-            for body in pending:
-                await self._dead_letter(outgoing, body, "not sent: the process stopped", 0)
+            # stopped before every reply went: the entry stays in the outbox, unlocked, for
+            # another process's recovery
+            await self.redis.delete(TenantKeyspace(tenant_id).channel_outbox_lock(entry_id))
             raise
+        await self._finish(tenant_id, entry_id)
 
     async def send(self, outgoing: Outgoing, body: Any) -> bool:
         """One body to the channel's API; True once delivered, False once dead-lettered."""

@@ -853,3 +853,46 @@ def test_teams_tokens_belong_to_one_tenant_and_need_the_serviceurl_claim(
     tokens = provider.wait_for(2, "/oauth2/v2.0/token")
     # the second tenant's reply needed a token of its own, asked with its own password
     assert [t["form"]["client_secret"] for t in tokens] == ["first-SECRET", "guessed"]
+
+
+def test_replies_a_stopped_process_left_in_the_outbox_are_sent_by_another(
+    client, tenant, provider, endpoints
+):
+    import redis as redis_lib
+
+    from chatlake.keyspace import TenantKeyspace
+
+    whatsapp_config(client, tenant, provider)
+    keys = TenantKeyspace(tenant.tenant_id)
+    r = redis_lib.Redis.from_url(endpoints.redis_url)
+    # a webhook's replies go through the outbox and leave it once delivered
+    payload = samples.whatsapp({"id": "wamid.outbox1", "type": "text", "text": {"body": "hi"}})
+    post_meta(client, "whatsapp", tenant, payload)
+    provider.wait_for(1, "/messages")
+    for _ in range(100):
+        if r.xlen(keys.channel_outbox) == 0:
+            break
+        time.sleep(0.05)
+    assert r.xlen(keys.channel_outbox) == 0
+    # what a process that died mid-send left: an old entry whose lock expired with it
+    record = {
+        "channel": "whatsapp",
+        "config_channel": "whatsapp",
+        "user_id": "whatsapp:1555",
+        "conversation_id": "c1",
+        "address": {"to": "1555", "phone_number_id": "1"},
+        "bodies": [{"type": "text", "text": {"body": "left behind"}}],
+    }
+    left = r.xadd(keys.channel_outbox, {"event": orjson.dumps(record)})
+    held = r.xadd(keys.channel_outbox, {"event": orjson.dumps(record)})
+    r.set(keys.channel_outbox_lock(held.decode()), "sending", ex=60)  # a live process's
+    sender = client.app.state.platform.sender
+    assert client.portal.call(sender.recover, 0.0) == 1  # (stale at once, for the test)
+    [resent] = [s for s in provider.wait_for(2, "/messages") if s["json"]["to"] == "1555"]
+    assert resent["json"]["text"]["body"] == "left behind"
+    for _ in range(100):
+        if r.xlen(keys.channel_outbox) == 1:
+            break
+        time.sleep(0.05)
+    assert [e[0] for e in r.xrange(keys.channel_outbox)] == [held]
+    assert left != held

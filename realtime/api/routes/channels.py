@@ -465,11 +465,13 @@ async def _handle(
         except BaseException:
             await platform.deliveries.release(config.tenant_id, channel, inbound.message_id)
             raise
-        await platform.deliveries.done(config.tenant_id, channel, inbound.message_id)
-        answered += 1
-        platform.sender.dispatch(
+        # the replies in the outbox first: once the delivery is marked done, the provider's
+        # retry is skipped, so they must already be durable
+        await platform.sender.dispatch(
             Outgoing(config, channel, inbound.address, rendered, user_id, result["conversation_id"])
         )
+        await platform.deliveries.done(config.tenant_id, channel, inbound.message_id)
+        answered += 1
     return answered
 
 
