@@ -95,6 +95,11 @@ async def url_problem(url: str, allow_private: bool) -> str | None:
     return None
 
 
+def clip(text: str, limit: int) -> str:
+    """`text` within a provider's length limit (an ellipsis marks the cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def json_body(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()

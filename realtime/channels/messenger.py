@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from realtime.channels.base import Call, Outcome, PayloadError
+from realtime.channels.base import Call, Outcome, PayloadError, clip
 from realtime.channels.config import ChannelConfig
 from realtime.channels.model import Inbound, Rendered, as_text
 from realtime.channels.whatsapp import GRAPH_VERSION, meta_outcome
@@ -129,7 +129,7 @@ def _quick_replies(text: str, choices: list[dict[str, Any]]) -> dict[str, Any] |
     if not 0 < len(choices) <= 13 or any(c.get("url") for c in choices):
         return None
     return {
-        "text": text or "Choose one",
+        "text": clip(text or "Choose one", 2000),
         "quick_replies": [
             {
                 "content_type": "text",
@@ -148,7 +148,7 @@ def render(reply: dict[str, Any]) -> Rendered:
     degraded_to = "text"
     match kind:
         case "text":
-            message = {"text": text}
+            message = {"text": clip(text, 2000)}
         case "image" | "audio" | "video" | "file" | "sticker":
             fb = "image" if kind == "sticker" else kind
             message = {
@@ -165,7 +165,7 @@ def render(reply: dict[str, Any]) -> Rendered:
                         "type": "template",
                         "payload": {
                             "template_type": "button",
-                            "text": text or "Choose one",
+                            "text": clip(text or "Choose one", 640),
                             "buttons": [_button(b) for b in buttons],
                         },
                     }
@@ -207,7 +207,8 @@ def render(reply: dict[str, Any]) -> Rendered:
         case "typing":
             return Rendered([{"sender_action": "typing_on"}])
     if message is None:
-        return Rendered([{"message": {"text": as_text(reply)}}], degraded=f"{kind}->text")
+        text = clip(as_text(reply), 2000)
+        return Rendered([{"message": {"text": text}}], degraded=f"{kind}->text")
     degraded = f"{kind}->{degraded_to}" if degraded_to != "text" else None
     return Rendered([{"message": message}], degraded=degraded)
 

@@ -14,7 +14,15 @@ from typing import Any
 
 import httpx
 
-from realtime.channels.base import Call, Outcome, PayloadError, http_outcome, json_body, media_type
+from realtime.channels.base import (
+    Call,
+    Outcome,
+    PayloadError,
+    clip,
+    http_outcome,
+    json_body,
+    media_type,
+)
 from realtime.channels.config import ChannelConfig
 from realtime.channels.model import Inbound, Rendered, as_text
 
@@ -141,7 +149,7 @@ def render(reply: dict[str, Any]) -> Rendered:
     degraded: str | None = None
     match kind:
         case "text":
-            return Rendered([{"text": text}])
+            return Rendered([{"text": clip(text, 40_000)}])
         case "image" | "sticker":
             blocks = [{"type": "image", "image_url": reply["url"], "alt_text": text or kind}]
             degraded = "sticker->image" if kind == "sticker" else None

@@ -19,6 +19,7 @@ from realtime.channels.base import (
     Call,
     Outcome,
     PayloadError,
+    clip,
     http_outcome,
     json_body,
     media_type,
@@ -29,6 +30,7 @@ from realtime.channels.model import Inbound, Rendered, as_text, text_only
 NAME = "twilio"
 DEFAULT_API = "https://api.twilio.com"
 RETRY_CODES = {20429, 20500, 20503, 30001}  # too many requests, internal error, queue overflow
+SMS_LIMIT = 1600  # characters of one message's Body (Twilio splits it into segments)
 NO_ANSWER = "Sorry, I did not hear anything. Goodbye."
 GREETING = "Hello! How can I help you today?"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -71,9 +73,11 @@ def parse_sms(form: dict[str, str]) -> list[Inbound]:
 def render(reply: dict[str, Any]) -> Rendered:
     kind = reply.get("type", "text")
     if kind in ("image", "video", "audio", "file"):
-        return Rendered([{"Body": str(reply.get("text") or ""), "MediaUrl": reply["url"]}])
+        caption = clip(str(reply.get("text") or ""), SMS_LIMIT)
+        return Rendered([{"Body": caption, "MediaUrl": reply["url"]}])
     rendered = text_only(reply)
-    return Rendered([{"Body": body} for body in rendered.bodies], rendered.degraded)
+    bodies = [{"Body": clip(body, SMS_LIMIT)} for body in rendered.bodies]
+    return Rendered(bodies, rendered.degraded)
 
 
 def call(config: ChannelConfig, address: dict[str, Any], body: dict[str, Any]) -> Call:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from realtime.channels.base import Call, Outcome, PayloadError, http_outcome, json_body
+from realtime.channels.base import Call, Outcome, PayloadError, clip, http_outcome, json_body
 from realtime.channels.config import ChannelConfig
 from realtime.channels.model import Inbound, Rendered, as_text
 
@@ -131,7 +131,7 @@ def _choices_as_buttons(text: str, choices: list[dict[str, Any]]) -> dict[str, A
     ]
     body = {
         "type": "button",
-        "body": {"text": text or "Choose one"},
+        "body": {"text": clip(text or "Choose one", 1024)},
         "action": {"buttons": buttons},
     }
     return {"type": "interactive", "interactive": body}
@@ -144,12 +144,12 @@ def render(reply: dict[str, Any]) -> Rendered:
     degraded_to = "text"
     match kind:
         case "text":
-            native = {"type": "text", "text": {"body": text, "preview_url": False}}
+            native = {"type": "text", "text": {"body": clip(text, 4096), "preview_url": False}}
         case "image" | "video" | "sticker" | "audio" | "file":
             wa = "document" if kind == "file" else kind
             media: dict[str, Any] = {"link": reply["url"]}
             if text and kind in ("image", "video", "file"):
-                media["caption"] = text
+                media["caption"] = clip(text, 1024)
             if kind == "file" and reply.get("filename"):
                 media["filename"] = reply["filename"]
             native = {"type": wa, wa: media}
@@ -205,7 +205,7 @@ def render(reply: dict[str, Any]) -> Rendered:
             return Rendered([{"status": "read", "typing_indicator": {"type": "text"}}])
     if native is None:
         fallback = as_text(reply)
-        body = {"type": "text", "text": {"body": fallback, "preview_url": False}}
+        body = {"type": "text", "text": {"body": clip(fallback, 4096), "preview_url": False}}
         return Rendered([body], degraded=f"{kind}->text")
     degraded = f"{kind}->{degraded_to}" if degraded_to != "text" else None
     return Rendered([native], degraded=degraded)
@@ -222,7 +222,7 @@ def _list(text: str, button: str, items: list[dict[str, Any]]) -> dict[str, Any]
         rows.append(row)
     body = {
         "type": "list",
-        "body": {"text": text or "Choose one"},
+        "body": {"text": clip(text or "Choose one", 1024)},
         "action": {"button": button[:20], "sections": [{"title": "Options", "rows": rows}]},
     }
     return {"type": "interactive", "interactive": body}

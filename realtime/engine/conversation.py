@@ -29,7 +29,7 @@ from realtime.engine.nlu.entities import extract_entities
 from realtime.engine.nlu.language import detect_language
 from realtime.engine.nlu.registry import IntentRegistry
 from realtime.engine.providers import Endpoint, ProviderError, complete
-from realtime.engine.rules import rule_reply
+from realtime.engine.rules import TEXTUAL_TYPES, rule_reply
 
 
 @dataclass
@@ -100,7 +100,7 @@ async def _reply_chain(
     replies: Replies, tenant_id: str, text: str, message_type: str, context: list[str]
 ) -> ChainReply:
     """The chain's answer, and the tier (provider, model, tokens, cost) that gave it."""
-    if message_type == "text" and text.strip():
+    if message_type in TEXTUAL_TYPES and text.strip():
         for tier in await replies.chain.tiers_with_keys(tenant_id):
             name = f"{tier['provider']}:{tier['model']}"
             if not await replies.breaker.allow(tenant_id, name):
@@ -159,7 +159,7 @@ async def answer(
     intent = confidence = None
     model = await intents.model(tenant_id, nlu_version) if nlu_version is not None else None
     entities = extract_entities(text, model.entities if model else ()) if text else []
-    if model is not None and message_type == "text" and text.strip():
+    if model is not None and message_type in TEXTUAL_TYPES and text.strip():
         language = language or detect_language(text, model.default_language)
         prediction = model.classifier_for(language).predict(text)
         if prediction.intent is not None:

@@ -46,8 +46,12 @@ class Reply:
     model: str | None = None
 
 
+# what the user said in words: typed, or a button or quick reply they picked (its title)
+TEXTUAL_TYPES = frozenset({"text", "postback", "quick_reply"})
+
+
 def rule_reply(text: str, message_type: str) -> Reply:
-    if message_type != "text":
+    if message_type not in TEXTUAL_TYPES:
         return Reply([f"Thanks, I received your {message_type.replace('_', ' ')}."])
     for intent, pattern, answer in RULES:
         if pattern.search(text):

@@ -896,3 +896,38 @@ def test_replies_a_stopped_process_left_in_the_outbox_are_sent_by_another(
         time.sleep(0.05)
     assert [e[0] for e in r.xrange(keys.channel_outbox)] == [held]
     assert left != held
+
+
+def test_messages_to_another_number_or_page_are_not_answered(client, tenant, provider):
+    whatsapp_config(client, tenant, provider)  # phone_number_id: samples.WA_PHONE_ID
+    other = samples.whatsapp({"id": "wamid.elsewhere", "type": "text", "text": {"body": "hi"}})
+    other["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
+    assert post_meta(client, "whatsapp", tenant, other).json() == {"received": 1, "answered": 0}
+    configure(client, tenant, "messenger", {"app_secret": APP_SECRET, "page_id": "42"}, provider)
+    page = samples.messenger({"message": {"mid": "m_elsewhere", "text": "hi"}})
+    assert post_meta(client, "messenger", tenant, page).json()["answered"] == 0
+
+
+def test_long_replies_are_clipped_to_each_channels_limit():
+    from realtime.channels import messenger, twilio, whatsapp
+
+    long = {"type": "text", "text": "x" * 5000}
+    assert len(whatsapp.render(long).bodies[0]["text"]["body"]) == 4096
+    assert len(messenger.render(long).bodies[0]["message"]["text"]) == 2000
+    assert twilio.render(long).bodies[0]["Body"].endswith("…")
+    assert len(twilio.render(long).bodies[0]["Body"]) == 1600
+
+
+def test_a_number_answering_a_numbered_list_on_sms_is_that_choice(client, tenant, provider):
+    assert client.put("/v1/flow", json=RICH_FLOW, headers=tenant.headers).status_code == 200
+    configure(client, tenant, "twilio", {"account_sid": "AC1", "auth_token": AUTH_TOKEN}, provider)
+    url = f"http://testserver/v1/channels/twilio/{tenant.tenant_id}"
+    for i, text in enumerate(("menu", "2", "2")):
+        form = samples.twilio_sms(text, sid=f"SM0000000000000000000000000000030{i}")
+        assert client.post(url, data=form, headers=twilio_headers(AUTH_TOKEN, url, form)).is_success
+    conversation = conversation_of(client, tenant, "twilio:+14155552671")
+    inbound = [m for m in conversation["messages"] if m["direction"] == "in"]
+    # the menu's last choices were the quick replies (Red, Blue), shown as a numbered list
+    assert (inbound[1]["type"], inbound[1]["text"]) == ("postback", "Blue")
+    assert inbound[1]["payload"]["payload"] == "BLUE"
+    assert (inbound[2]["type"], inbound[2]["text"]) == ("text", "2")  # no list open any more

@@ -10,8 +10,10 @@ on /metrics (`chatlake_channel_webhooks_refused_total`).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 from uuid import UUID
@@ -21,6 +23,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 
+from chatlake.keyspace import TenantKeyspace
 from chatlake.secrets import SecretError
 from realtime.api.deps import PlatformDep, TenantDep
 from realtime.api.errors import ApiError
@@ -402,6 +405,8 @@ async def _answer(
     """One message through the engine, continuing the user's latest conversation."""
     user_id = await platform.identities.resolve(config.tenant_id, channel, inbound.sender)
     latest = await platform.store.latest_conversation(config.tenant_id, user_id)
+    if latest and inbound.type == "text" and NUMBER.match(inbound.text):
+        inbound = await _numbered_choice(platform, config.tenant_id, latest, inbound)
     payload = dict(inbound.payload or {})
     payload["provider_message_id"] = inbound.message_id
     if inbound.name:
@@ -427,7 +432,57 @@ async def _answer(
         # the latest conversation expired meanwhile: a new one starts
         body = body.model_copy(update={"conversation_id": None})
         result, rendered = await converse(platform, config.key, body, started, render)
+    await _remember_choices(platform, config.tenant_id, result, rendered)
     return result, rendered, user_id
+
+
+NUMBER = re.compile(r"^\s*(\d{1,2})\s*[.)]?\s*$")
+CHOICES = {"quick_replies": "options", "buttons": "buttons", "list": "items"}
+
+
+async def _remember_choices(
+    platform: Platform, tenant_id: str, result: dict[str, Any], rendered: list[Rendered]
+) -> None:
+    """Choices a channel could only show as a numbered list are kept with the
+    conversation, so that a bare number answering them is taken as that choice."""
+    offered = None
+    for reply, shown in zip(result["replies"], rendered, strict=False):
+        kind = reply["type"]
+        if kind in CHOICES and shown.degraded and shown.degraded.endswith("->text"):
+            offered = [
+                {"title": c.get("title"), "payload": c.get("payload")}
+                for c in reply["payload"].get(CHOICES[kind], [])
+            ]
+    if offered is None:
+        return
+    key = TenantKeyspace(tenant_id).conversation(result["conversation_id"])
+    count = await platform.redis.hget(key, "message_count")
+    # valid while no other message came: the conversation's count must still be this one
+    kept = {"message_count": int(count or 0), "choices": offered}
+    await platform.redis.hset(key, "choices", orjson.dumps(kept))
+
+
+async def _numbered_choice(
+    platform: Platform, tenant_id: str, conversation_id: str, inbound: Inbound
+) -> Inbound:
+    key = TenantKeyspace(tenant_id).conversation(conversation_id)
+    count, raw = await platform.redis.hmget(key, ["message_count", "choices"])
+    if not raw:
+        return inbound
+    kept = orjson.loads(raw)
+    number = int(NUMBER.match(inbound.text).group(1))  # type: ignore[union-attr]
+    if kept["message_count"] != int(count or 0) or not 1 <= number <= len(kept["choices"]):
+        return inbound
+    chosen = kept["choices"][number - 1]
+    if not chosen.get("payload"):
+        return inbound  # a link: nothing to send back
+    return replace(
+        inbound,
+        type="postback",
+        text=str(chosen.get("title") or inbound.text),
+        payload={**(inbound.payload or {}), "payload": chosen["payload"],
+                 "title": chosen.get("title"), "chosen_by_number": number},
+    )  # fmt: skip
 
 
 async def _handle(
@@ -440,7 +495,7 @@ async def _handle(
     """Answer each new message; skip the ones handled before; send the replies."""
     answered = 0
     for inbound in inbounds:
-        if inbound.type in RECEIPTS or not inbound.sender:
+        if inbound.type in RECEIPTS or not inbound.sender or _elsewhere(config, inbound):
             continue
         claim = await platform.deliveries.claim(config.tenant_id, channel, inbound.message_id)
         if claim == "done":
@@ -488,6 +543,16 @@ def _safe(render: Callable[[dict[str, Any]], Rendered]) -> Callable[[dict[str, A
             return Rendered(bodies, f"{reply.get('type')}->text")
 
     return rendering
+
+
+def _elsewhere(config: ChannelConfig, inbound: Inbound) -> bool:
+    """A message to another number or page than the one configured (an app subscribed to
+    several sends them all to the same webhook): not this channel's to answer."""
+    for name in ("phone_number_id", "page_id"):
+        mine, theirs = config.secrets.get(name), inbound.address.get(name)
+        if mine and theirs and str(theirs) != mine:
+            return True
+    return False
 
 
 def _voice_render(reply: dict[str, Any]) -> Rendered:
