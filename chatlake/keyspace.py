@@ -35,6 +35,12 @@ def login_failures(email_digest: str) -> str:
     return f"cl:login-failures:{email_digest}"
 
 
+def totp_last_step(user_id: str) -> str:
+    """String (with a TTL): the last TOTP time step a dashboards admin signed in with; a
+    code of that step or an earlier one is not taken again."""
+    return f"cl:totp-last:{user_id}"
+
+
 @dataclass(frozen=True)
 class TenantKeyspace:
     tenant_id: str

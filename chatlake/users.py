@@ -11,9 +11,11 @@ security; only the sign-in lookup (the tenant is not known before it) reads as t
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -25,7 +27,7 @@ from redis import Redis
 
 from chatlake.db import owner_connection
 from chatlake.errors import ChatlakeError
-from chatlake.keyspace import login_failures
+from chatlake.keyspace import login_failures, totp_last_step
 from chatlake.secrets import SecretBox, SecretError
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,28 @@ def create_user(
     return created
 
 
+# the step is taken only if it is later than the last one taken (atomically: two sign-ins
+# racing with one code cannot both pass)
+_TAKE_STEP = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+def _fresh_code(redis: Redis, user_id: str, totp: pyotp.TOTP, code: str) -> bool:
+    """The code is one of the current time step's or a neighbour's (clock skew), and no
+    sign-in took it (or a later one) before: a code seen over a shoulder or a network
+    cannot be used again."""
+    now = time.time()
+    for offset in (-1, 0, 1):
+        if hmac.compare_digest(totp.at(now, counter_offset=offset), code):
+            step = int(now // totp.interval) + offset
+            return bool(redis.eval(_TAKE_STEP, 1, totp_last_step(user_id), step, 4 * totp.interval))
+    return False
+
+
 def sign_in(
     database_url: str,
     redis: Redis,
@@ -146,7 +170,7 @@ def sign_in(
             raise SignInRefused("wrong email, password or code") from None
         if not totp_code.strip():
             raise SignInRefused("an admin signs in with a code from the authenticator app")
-        ok = pyotp.TOTP(secret).verify(totp_code.strip(), valid_window=1)
+        ok = _fresh_code(redis, row["user_id"], pyotp.TOTP(secret), totp_code.strip())
     if not ok or row is None:
         raise SignInRefused("wrong email, password or code")
     redis.delete(key)
