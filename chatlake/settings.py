@@ -53,9 +53,10 @@ class Settings(BaseSettings):
     dagster_url: str | None = None
 
     open_signup: bool = False
-    # may tenants point channel APIs (api_base_url, openid_metadata_url) at private,
-    # loopback or link-local addresses? unset: yes in development, no in production
-    channel_private_urls: bool | None = None
+    # may tenants point the URLs they configure (model-chain base_url, channel
+    # api_base_url and openid_metadata_url, Teams serviceUrls) at http, private, loopback or
+    # link-local addresses? unset: yes in development, no in production
+    private_urls: bool | None = None
     # USD per million prompt and completion tokens, by model, e.g. {"gpt-4o-mini": [0.15, 0.6]}
     llm_prices: dict[str, tuple[float, float]] = Field(default_factory=dict)
     conversation_ttl_days: int = Field(default=90, ge=1, le=3650)
@@ -124,9 +125,9 @@ class Settings(BaseSettings):
         return _dev_secrets(self.home)[name]
 
     @property
-    def allow_private_channel_urls(self) -> bool:
-        if self.channel_private_urls is not None:
-            return self.channel_private_urls
+    def allow_private_urls(self) -> bool:
+        if self.private_urls is not None:
+            return self.private_urls
         return self.env == "development"
 
     def previous_master_keys(self) -> list[str]:

@@ -797,7 +797,7 @@ def test_a_disabled_channel_stays_disabled_and_urls_must_be_public(client, tenan
     configure(client, tenant, "whatsapp", {}, enabled=False)
     assert configure(client, tenant, "whatsapp", {"verify_token": "new"})["enabled"] is False
     settings = client.app.state.platform.settings
-    settings.channel_private_urls = False  # as in production
+    settings.private_urls = False  # as in production
     try:
         private = client.put(
             "/v1/channels/whatsapp", json={"api_base_url": provider.url}, headers=tenant.headers
@@ -810,7 +810,7 @@ def test_a_disabled_channel_stays_disabled_and_urls_must_be_public(client, tenan
         )
         assert metadata.status_code == 422
     finally:
-        settings.channel_private_urls = None
+        settings.private_urls = None
 
 
 def test_teams_tokens_belong_to_one_tenant_and_need_the_serviceurl_claim(

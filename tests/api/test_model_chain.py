@@ -64,3 +64,20 @@ def test_model_names_and_strings_that_no_url_or_store_can_carry_are_422(client, 
         headers={**tenant.headers, "Content-Type": "application/json"},
     )  # fmt: skip
     assert response.status_code == 422, response.text
+
+
+def test_endpoints_must_be_public_outside_development(client, tenant):
+    settings = client.app.state.platform.settings
+    settings.private_urls = False  # as in production
+    try:
+        for url in ("http://127.0.0.1:11434/v1", "https://10.0.0.8/v1", "https://localhost/v1"):
+            tier = {"provider": "openai_compatible", "model": "llama3", "base_url": url}
+            refused = client.put("/v1/model-chain", json={"tiers": [tier]}, headers=tenant.headers)
+            assert refused.status_code == 422, url
+            assert refused.json()["error"]["message"].startswith("tiers[0].base_url")
+        default = {"tiers": [{"provider": "openai", "model": "gpt-4o-mini"}]}  # the provider's own
+        assert (
+            client.put("/v1/model-chain", json=default, headers=tenant.headers).status_code == 200
+        )
+    finally:
+        settings.private_urls = None

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from realtime.channels import messenger, slack, teams, twilio, web, whatsapp
-from realtime.channels.base import PayloadError, url_problem
+from realtime.channels.base import PayloadError
 from realtime.channels.model import REPLY_TYPES, as_text, text_only, validate_reply
+from realtime.outbound import url_problem
 from tests.utils import channel_samples as samples
 
 

@@ -30,11 +30,12 @@ from realtime.api.errors import ApiError
 from realtime.api.routes.messages import converse
 from realtime.api.schemas import MessageIn, StrictModel, error_responses
 from realtime.channels import messenger, signatures, slack, teams, twilio, web, whatsapp
-from realtime.channels.base import PayloadError, url_problem
+from realtime.channels.base import PayloadError
 from realtime.channels.config import SECRETS, WEBHOOK_CHANNELS, ChannelConfig, config_channel
 from realtime.channels.delivery import Outgoing, dead_letters
 from realtime.channels.model import Inbound, Rendered, as_text
 from realtime.observability import CHANNEL_DUPLICATES, CHANNEL_REFUSED
+from realtime.outbound import url_problem
 from realtime.platform import Platform
 
 router = APIRouter(prefix="/v1", tags=["channels"])
@@ -149,7 +150,7 @@ async def put_channel(
             raise ApiError(
                 422, f"an origin is scheme://host[:port], not {origin!r}", code="validation_error"
             )
-    allow_private = platform.settings.allow_private_channel_urls
+    allow_private = platform.settings.allow_private_urls
     for name, url in (
         ("api_base_url", body.api_base_url),
         ("openid_metadata_url", body.secrets.get("openid_metadata_url")),
@@ -357,7 +358,7 @@ async def webhook(
                 raise _signature_refused(channel, exc) from None
             inbounds = _parsed(channel, lambda: teams.parse(activity))
             problem = await url_problem(
-                str(activity.get("serviceUrl")), platform.settings.allow_private_channel_urls
+                str(activity.get("serviceUrl")), platform.settings.allow_private_urls
             )
             if problem:
                 raise _refused(channel, "service_url", 400, f"serviceUrl refused: {problem}")
