@@ -18,7 +18,6 @@ from realtime.channels.config import ChannelConfig
 from realtime.channels.model import Inbound, Rendered, as_text
 from realtime.channels.whatsapp import GRAPH_VERSION, meta_outcome
 
-NAME = "messenger"
 DEFAULT_API = "https://graph.facebook.com"
 
 

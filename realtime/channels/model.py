@@ -38,7 +38,6 @@ REPLY_TYPES = (
     "typing",
 )
 MODEL_TYPES = tuple(dict.fromkeys(INBOUND_TYPES + REPLY_TYPES))
-MEDIA_TYPES = ("image", "file", "audio", "video", "sticker")
 
 # What a rich reply carries besides `type` (and an optional `text`: a caption, a prompt).
 REPLY_FIELDS: dict[str, tuple[str, ...]] = {
@@ -100,6 +99,8 @@ def as_text(reply: dict[str, Any]) -> str:
     """The reply as plain text: what a text-only channel sends, and the text the lake keeps."""
     kind = reply.get("type", "text")
     text = str(reply.get("text") or "")
+    if kind == "text":  # every plain reply, on the hot path
+        return text
     lines: list[str] = [text] if text else []
     match kind:
         case "quick_replies":

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from realtime.channels.base import (
+    DELIVERED,
     Call,
     Outcome,
     PayloadError,
@@ -26,7 +27,6 @@ from realtime.channels.base import (
 from realtime.channels.config import ChannelConfig
 from realtime.channels.model import Inbound, Rendered, as_text
 
-NAME = "slack"
 DEFAULT_API = "https://slack.com"
 EMOJI_NAMES = {
     "👍": "+1",
@@ -220,7 +220,7 @@ def outcome(response: httpx.Response) -> Outcome:
     Retry-After when rate-limited."""
     body = json_body(response)
     if response.is_success and body.get("ok"):
-        return Outcome(True)
+        return DELIVERED
     error = body.get("error") or f"HTTP {response.status_code}"
     result = http_outcome(response, f"slack error: {error}")
     if error in RETRY_ERRORS and not result.retry:

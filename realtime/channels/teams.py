@@ -26,7 +26,6 @@ from realtime.channels.config import ChannelConfig
 from realtime.channels.model import Inbound, Rendered, as_text
 from realtime.channels.signatures import SignatureError
 
-NAME = "teams"
 ISSUER = "https://api.botframework.com"
 DEFAULT_LOGIN = "https://login.microsoftonline.com"
 TOKEN_SCOPE = "https://api.botframework.com/.default"

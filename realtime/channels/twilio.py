@@ -16,6 +16,7 @@ from xml.sax.saxutils import escape, quoteattr
 import httpx
 
 from realtime.channels.base import (
+    DELIVERED,
     Call,
     Outcome,
     PayloadError,
@@ -27,7 +28,6 @@ from realtime.channels.base import (
 from realtime.channels.config import ChannelConfig
 from realtime.channels.model import Inbound, Rendered, as_text, text_only
 
-NAME = "twilio"
 DEFAULT_API = "https://api.twilio.com"
 RETRY_CODES = {20429, 20500, 20503, 30001}  # too many requests, internal error, queue overflow
 SMS_LIMIT = 1600  # characters of one message's Body (Twilio splits it into segments)
@@ -94,7 +94,7 @@ def call(config: ChannelConfig, address: dict[str, Any], body: dict[str, Any]) -
 def outcome(response: httpx.Response) -> Outcome:
     """Errors are `{"code", "message", "more_info", "status"}`."""
     if response.is_success:
-        return Outcome(True)
+        return DELIVERED
     body = json_body(response)
     detail = f"HTTP {response.status_code} code {body.get('code')}: {body.get('message', '')}"
     result = http_outcome(response, detail)
@@ -121,16 +121,11 @@ def parse_voice(form: dict[str, str]) -> Inbound:
     return inbound
 
 
-def speakable(replies: list[dict[str, Any]]) -> tuple[str, list[str | None]]:
-    """The replies as one spoken text, with each reply's degradation."""
-    spoken, degraded = [], []
-    for reply in replies:
-        kind = reply.get("type", "text")
-        text = as_text(reply) if kind not in ("typing", "reaction") else ""
-        if text:
-            spoken.append(text)
-        degraded.append(None if kind == "text" else f"{kind}->speech")
-    return " ".join(spoken), degraded
+def render_voice(reply: dict[str, Any]) -> Rendered:
+    """A reply as words to speak (`<Say>`); anything but text is named as spoken."""
+    kind = reply.get("type", "text")
+    text = as_text(reply) if kind not in ("typing", "reaction") else ""
+    return Rendered([text] if text else [], None if kind == "text" else f"{kind}->speech")
 
 
 def twiml(say: str | None, action_url: str, language: str = "en-US") -> str:

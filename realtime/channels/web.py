@@ -17,7 +17,6 @@ from xml.sax.saxutils import quoteattr
 
 from realtime.channels.model import Rendered, as_text
 
-NAME = "web"
 VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 # what widget.js draws natively; the rest arrives as text
 NATIVE = {

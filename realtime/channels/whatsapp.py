@@ -13,11 +13,18 @@ from typing import Any
 
 import httpx
 
-from realtime.channels.base import Call, Outcome, PayloadError, clip, http_outcome, json_body
+from realtime.channels.base import (
+    DELIVERED,
+    Call,
+    Outcome,
+    PayloadError,
+    clip,
+    http_outcome,
+    json_body,
+)
 from realtime.channels.config import ChannelConfig
 from realtime.channels.model import Inbound, Rendered, as_text
 
-NAME = "whatsapp"
 DEFAULT_API = "https://graph.facebook.com"
 GRAPH_VERSION = "v21.0"
 # Meta's throttling and temporary codes, retried: Graph API rate limits (4 app, 17 user,
@@ -252,7 +259,7 @@ def meta_outcome(response: httpx.Response) -> Outcome:
     """Graph API errors: `{"error": {"message", "type", "code", "fbtrace_id"}}`; throttling
     and temporary codes are retried whatever the HTTP status."""
     if response.is_success:
-        return Outcome(True)
+        return DELIVERED
     error = json_body(response).get("error") or {}
     code = error.get("code")
     detail = f"HTTP {response.status_code} code {code}: {str(error.get('message', ''))[:300]}"

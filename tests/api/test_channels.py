@@ -97,6 +97,23 @@ def metric(client, name, **labels):
     return total
 
 
+def eventually(probe, timeout_s=5.0):
+    """`probe()`'s first truthy answer within `timeout_s`, else its last (replies are sent
+    in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = probe()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def dead_letters(client, tenant, channel):
+    """The channel's dead letters, once there is one."""
+    url = f"/v1/channels/{channel}/dead-letters"
+    return eventually(lambda: client.get(url, headers=tenant.headers).json()["dead_letters"])
+
+
 def conversation_of(client, tenant, user_id):
     listed = client.get("/v1/conversations", params={"user_id": user_id}, headers=tenant.headers)
     [summary] = listed.json()["conversations"]
@@ -320,12 +337,7 @@ def test_send_errors_are_retried_then_dead_lettered(client, tenant, provider, fa
     payload = samples.whatsapp({"id": "wamid.dead1", "type": "text", "text": {"body": "bye"}})
     post_meta(client, "whatsapp", tenant, payload)
     provider.wait_for(4, "/messages")
-    for _ in range(100):
-        dead = client.get("/v1/channels/whatsapp/dead-letters", headers=tenant.headers).json()
-        if dead["dead_letters"]:
-            break
-        time.sleep(0.05)
-    [letter] = dead["dead_letters"]
+    [letter] = dead_letters(client, tenant, "whatsapp")
     assert "code 100" in letter["error"] and letter["attempts"] == 1
     assert letter["user_id"] == f"whatsapp:{samples.WA_USER}"
     time.sleep(0.2)
@@ -404,12 +416,7 @@ def test_slack_rate_limit_answer_is_honoured(client, tenant, provider, fast_retr
     client.post(url, content=raw, headers=slack_headers(SIGNING_SECRET, raw))
     first, second = provider.wait_for(2, "/api/chat.postMessage")
     assert second["at"] - first["at"] >= 0.9  # waited as Slack asked
-    for _ in range(100):
-        dead = client.get("/v1/channels/slack/dead-letters", headers=tenant.headers).json()
-        if dead["dead_letters"]:
-            break
-        time.sleep(0.05)
-    assert dead["dead_letters"][0]["error"] == "slack error: channel_not_found"
+    assert dead_letters(client, tenant, "slack")[0]["error"] == "slack error: channel_not_found"
 
 
 # Teams
@@ -869,11 +876,7 @@ def test_replies_a_stopped_process_left_in_the_outbox_are_sent_by_another(
     payload = samples.whatsapp({"id": "wamid.outbox1", "type": "text", "text": {"body": "hi"}})
     post_meta(client, "whatsapp", tenant, payload)
     provider.wait_for(1, "/messages")
-    for _ in range(100):
-        if r.xlen(keys.channel_outbox) == 0:
-            break
-        time.sleep(0.05)
-    assert r.xlen(keys.channel_outbox) == 0
+    assert eventually(lambda: r.xlen(keys.channel_outbox) == 0)
     # what a process that died mid-send left: an old entry whose lock expired with it
     record = {
         "channel": "whatsapp",
@@ -890,10 +893,7 @@ def test_replies_a_stopped_process_left_in_the_outbox_are_sent_by_another(
     assert client.portal.call(sender.recover, 0.0) == 1  # (stale at once, for the test)
     [resent] = [s for s in provider.wait_for(2, "/messages") if s["json"]["to"] == "1555"]
     assert resent["json"]["text"]["body"] == "left behind"
-    for _ in range(100):
-        if r.xlen(keys.channel_outbox) == 1:
-            break
-        time.sleep(0.05)
+    assert eventually(lambda: r.xlen(keys.channel_outbox) == 1)
     assert [e[0] for e in r.xrange(keys.channel_outbox)] == [held]
     assert left != held
 

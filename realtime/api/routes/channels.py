@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -126,7 +127,11 @@ async def get_channel(channel: str, tenant: TenantDep, platform: PlatformDep) ->
         raise ApiError(
             404, f"the {channel} channel is not configured", code="channel_not_configured"
         )
-    return {**shown, "webhook_url": f"/v1/channels/{channel}/{tenant.tenant_id}"}
+    return {**shown, "webhook_url": _webhook_url(channel, tenant.tenant_id)}
+
+
+def _webhook_url(channel: str, tenant_id: str) -> str:
+    return f"/v1/channels/{channel}/{tenant_id}"
 
 
 @router.put("/channels/{channel}", responses=ERRORS)
@@ -158,10 +163,10 @@ async def put_channel(
         problem = await url_problem(url, allow_private) if url else None
         if problem:
             raise ApiError(422, f"{name}: {problem}", code="validation_error")
-    await platform.channels.put(
+    shown = await platform.channels.put(
         tenant.tenant_id, channel, body.model_dump(exclude_unset=True), tenant.actor
     )
-    return await get_channel(channel, tenant, platform)
+    return {**shown, "webhook_url": _webhook_url(channel, tenant.tenant_id)}
 
 
 # Identity links
@@ -486,6 +491,33 @@ async def _numbered_choice(
     )  # fmt: skip
 
 
+@asynccontextmanager
+async def _once(
+    platform: Platform, tenant_id: str, channel: str, message_id: str
+) -> AsyncIterator[bool]:
+    """Whether a delivery is new. A new one is handled in the block: marked done when the
+    block ends, released if it fails (so the provider's retry is handled). One handled
+    before is counted and skipped; one being handled gets 503, and the provider comes back."""
+    claim = await platform.deliveries.claim(tenant_id, channel, message_id)
+    if claim == "busy":
+        raise ApiError(
+            503,
+            "this delivery is being handled; retry shortly",
+            code="delivery_in_progress",
+            headers={"Retry-After": "2"},
+        )
+    if claim == "done":
+        CHANNEL_DUPLICATES.labels(channel).inc()
+        yield False
+        return
+    try:
+        yield True
+    except BaseException:
+        await platform.deliveries.release(tenant_id, channel, message_id)
+        raise
+    await platform.deliveries.done(tenant_id, channel, message_id)
+
+
 async def _handle(
     platform: Platform,
     config: ChannelConfig,
@@ -498,18 +530,9 @@ async def _handle(
     for inbound in inbounds:
         if inbound.type in RECEIPTS or not inbound.sender or _elsewhere(config, inbound):
             continue
-        claim = await platform.deliveries.claim(config.tenant_id, channel, inbound.message_id)
-        if claim == "done":
-            CHANNEL_DUPLICATES.labels(channel).inc()
-            continue
-        if claim == "busy":
-            raise ApiError(
-                503,
-                "this delivery is being handled; retry shortly",
-                code="delivery_in_progress",
-                headers={"Retry-After": "2"},
-            )
-        try:
+        async with _once(platform, config.tenant_id, channel, inbound.message_id) as new:
+            if not new:
+                continue
             result, rendered, user_id = await _answer(
                 platform,
                 config,
@@ -518,16 +541,14 @@ async def _handle(
                 started,
                 _safe(RENDERERS[config_channel(channel)]),
             )
-        except BaseException:
-            await platform.deliveries.release(config.tenant_id, channel, inbound.message_id)
-            raise
-        # the replies in the outbox first: once the delivery is marked done, the provider's
-        # retry is skipped, so they must already be durable
-        await platform.sender.dispatch(
-            Outgoing(config, channel, inbound.address, rendered, user_id, result["conversation_id"])
-        )
-        await platform.deliveries.done(config.tenant_id, channel, inbound.message_id)
-        answered += 1
+            # the replies in the outbox before the delivery is marked done (when the block
+            # ends): from then on the provider's retry is skipped
+            await platform.sender.dispatch(
+                Outgoing(
+                    config, channel, inbound.address, rendered, user_id, result["conversation_id"]
+                )
+            )
+            answered += 1
     return answered
 
 
@@ -556,12 +577,6 @@ def _elsewhere(config: ChannelConfig, inbound: Inbound) -> bool:
     return False
 
 
-def _voice_render(reply: dict[str, Any]) -> Rendered:
-    kind = reply.get("type", "text")
-    text = as_text(reply) if kind not in ("typing", "reaction") else ""
-    return Rendered([text] if text else [], None if kind == "text" else f"{kind}->speech")
-
-
 async def _voice(
     platform: Platform,
     config: ChannelConfig,
@@ -574,25 +589,12 @@ async def _voice(
     if not form.get("SpeechResult"):
         return Response(twilio.twiml(twilio.GREETING, action), media_type="text/xml")
     inbound = twilio.parse_voice(form)
-    claim = await platform.deliveries.claim(config.tenant_id, "twilio-voice", inbound.message_id)
-    if claim != "new":
-        if claim == "busy":
-            raise ApiError(
-                503,
-                "this delivery is being handled; retry shortly",
-                code="delivery_in_progress",
-                headers={"Retry-After": "2"},
-            )
-        CHANNEL_DUPLICATES.labels("twilio-voice").inc()
-        return Response(twilio.twiml(None, action), media_type="text/xml")
-    try:
+    async with _once(platform, config.tenant_id, "twilio-voice", inbound.message_id) as new:
+        if not new:
+            return Response(twilio.twiml(None, action), media_type="text/xml")
         _, rendered, _ = await _answer(
-            platform, config, "twilio-voice", inbound, started, _voice_render
+            platform, config, "twilio-voice", inbound, started, twilio.render_voice
         )
-    except BaseException:
-        await platform.deliveries.release(config.tenant_id, "twilio-voice", inbound.message_id)
-        raise
-    await platform.deliveries.done(config.tenant_id, "twilio-voice", inbound.message_id)
     spoken = " ".join(str(body) for r in rendered for body in r.bodies)
     return Response(twilio.twiml(spoken, action), media_type="text/xml")
 
