@@ -28,6 +28,7 @@ from deltalake import DeltaTable
 from bench.output import write_results
 from bench.pipeline import generate_lake
 from compliance.pii import pseudonymize, tenant_pseudonym_key
+from lake.datasets import arrow_dataset
 from lake.erasure import SUBJECT_COLUMNS, erase_from_table, log_mentions, versions_holding
 from lake.silver import build_silver
 
@@ -43,7 +44,7 @@ def run(messages: int, tenants: int, days: int, out: str | None, seed: int = 11)
         tenant_ids, _ = generate_lake(lake, messages, tenants, days, rng)
         build_silver(lake, today - timedelta(days=days), today, KEY)
         setup_s = time.perf_counter() - started
-        bronze = DeltaTable(f"{lake}/bronze/messages").to_pyarrow_table(
+        bronze = arrow_dataset(DeltaTable(f"{lake}/bronze/messages")).to_table(
             columns=["tenant_id", "user_id"]
         )
         tenant = tenant_ids[0]

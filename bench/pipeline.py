@@ -32,6 +32,7 @@ from deltalake import write_deltalake
 
 from bench.output import write_results
 from chatlake.errors import ChatlakeError
+from lake.datasets import arrow_dataset
 from lake.schemas import (
     BRONZE_CONVERSATION_EVENTS,
     BRONZE_MESSAGES,
@@ -148,7 +149,7 @@ def _ceiling(lake_root: str) -> float:
     from deltalake import DeltaTable
 
     started = time.perf_counter()
-    dataset = DeltaTable(table_uri(lake_root, MESSAGES_TABLE)).to_pyarrow_dataset()
+    dataset = arrow_dataset(DeltaTable(table_uri(lake_root, MESSAGES_TABLE)))
     connection = duckdb.connect()
     connection.register("bronze", dataset)
     connection.sql(

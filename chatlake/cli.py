@@ -7,7 +7,9 @@ non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -86,8 +88,10 @@ def up(
     from chatlake.launcher import Launcher, banner
 
     # Ctrl-C stops everything, even when `up` was started from something that ignores
-    # SIGINT (a shell's background job, nohup)
+    # SIGINT (a shell's background job, nohup); SIGTERM too, whatever `up` is doing
+    # (starting the stores, waiting for the seed): both end in the shutdown below.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = get_settings()
     launcher = Launcher(
         settings, port, workers, dagster=not no_dagster, dashboards=not no_dashboards,
@@ -95,17 +99,29 @@ def up(
     )  # fmt: skip
     code = 1
     try:
-        started = launcher.start()
-        shown_port = None if no_dagster else dagster_port
-        typer.echo(
-            banner(settings, port, started["demo"], settings.run_dir, shown_port,
-                   None if no_dashboards else dashboards_port)
-        )  # fmt: skip
-        code = launcher.wait()
+        try:
+            started = launcher.start()
+            shown_port = None if no_dagster else dagster_port
+            typer.echo(
+                banner(settings, port, started["demo"], settings.run_dir, shown_port,
+                       None if no_dashboards else dashboards_port)
+            )  # fmt: skip
+            code = launcher.wait()
+        except KeyboardInterrupt:
+            code = 0  # asked to stop
     finally:
         typer.echo("stopping…", err=True)
         launcher.shutdown()
     raise typer.Exit(code)
+
+
+@app.command("seed-demo", hidden=True)
+def seed_demo() -> None:
+    """The demo tenant's conversations and the pipeline over them (`up` runs this as a
+    supervised child on first start)."""
+    from chatlake.launcher import seed_demo_data
+
+    emit(seed_demo_data(get_settings()))
 
 
 @app.command()
@@ -161,22 +177,17 @@ def ingest(
     from chatlake.embedded import Services
     from chatlake.keyspace import redis_sync_client
     from chatlake.logconfig import configure_logging
-    from lake.ingest import IngestWorker, default_consumer_name, ingest_status
+    from lake.ingest import IngestWorker, default_consumer_name, drain_once, ingest_status
 
     settings = get_settings()
     redis = redis_sync_client(Services(settings).endpoints().redis_url)
     if status:
         emit(ingest_status(redis, settings.lake_root))
         return
-    worker = IngestWorker(
-        redis,
-        settings.lake_root,
-        consumer=consumer or default_consumer_name(),
-        batch_size=batch_size,
-        max_latency_ms=max_latency_ms,
-    )
+    options: dict[str, Any] = {"batch_size": batch_size, "max_latency_ms": max_latency_ms}
     if once:
-        results = worker.drain()
+        # beside the running worker (`chatlake up`): a name of its own, never a shared one
+        worker, results = drain_once(redis, settings.lake_root, consumer, **options)
         rows: dict[str, int] = {}
         for result in results:
             for name, count in result.rows.items():
@@ -191,6 +202,9 @@ def ingest(
             }
         )
         return
+    worker = IngestWorker(
+        redis, settings.lake_root, consumer=consumer or default_consumer_name(), **options
+    )
     configure_logging(settings.log_level)
     import structlog
 
@@ -220,20 +234,58 @@ def _day(value: str | None, option: str) -> date | None:
         raise ChatlakeError(f"{option} takes a day like 2026-11-26, not {value!r}") from None
 
 
+def _subject(tenant_id: str, user: str | None, sealed: str | None, request_id: str | None) -> str:
+    """The data subject: given in the clear (a person at the command line), or sealed by the
+    API for its request (so that no command line the system shows holds the id)."""
+    if (user is None) == (sealed is None):
+        raise ChatlakeError("give the subject with --user (or --sealed-subject with --request-id)")
+    if sealed is None:
+        return str(user)
+    if request_id is None:
+        raise ChatlakeError("--sealed-subject needs the --request-id it was sealed for")
+    from chatlake.embedded import Services
+    from chatlake.keyspace import redis_sync_client
+    from compliance.jobs import open_subject
+
+    redis = redis_sync_client(Services(get_settings()).endpoints().redis_url)
+    try:
+        return open_subject(redis, tenant_id, request_id, sealed)
+    finally:
+        redis.close()
+
+
 @app.command()
 def erase(
     tenant: Annotated[str, typer.Option(help="Tenant id")],
-    user: Annotated[str, typer.Option(help="The data subject: user_id as the tenant knows it")],
+    user: Annotated[
+        str | None, typer.Option(help="The data subject: user_id as the tenant knows it")
+    ] = None,
     request_id: Annotated[
         str | None, typer.Option(help="Carry out this recorded request (the API's)")
     ] = None,
     actor: Annotated[str, typer.Option(help="Who asked, for the audit log")] = "cli",
+    sealed_subject: Annotated[
+        str | None, typer.Option(help="The subject as the API sealed it for --request-id")
+    ] = None,
 ) -> None:
     """Erase one user from every store, verify, and print the certificate (also stored
-    with the request and recorded in the audit log)."""
+    with the request and recorded in the audit log). Waits while another erasure or
+    export of the tenant runs (compliance/jobs.py)."""
     from compliance.requests import run_erasure
 
-    certificate = run_erasure(get_settings(), _tenant_id(tenant), user, actor, request_id)
+    tenant_id = _tenant_id(tenant)
+    subject = _subject(tenant_id, user, sealed_subject, request_id)
+    certificate = run_erasure(get_settings(), tenant_id, subject, actor, request_id)
+    if sealed_subject and request_id and certificate["verification"]["passed"]:
+        from chatlake.embedded import Services
+        from chatlake.keyspace import redis_sync_client
+        from compliance.jobs import forget_subject_key
+
+        redis = redis_sync_client(Services(get_settings()).endpoints().redis_url)
+        try:
+            forget_subject_key(redis, tenant_id, request_id)  # the sealed id opens no more
+        finally:
+            redis.close()
     emit(certificate)
     if not certificate["verification"]["passed"]:
         raise typer.Exit(1)
@@ -242,26 +294,35 @@ def erase(
 @app.command()
 def export(
     tenant: Annotated[str, typer.Option(help="Tenant id")],
-    user: Annotated[str, typer.Option(help="The data subject: user_id as the tenant knows it")],
-    out: Annotated[str, typer.Option(help="Where to write the bundle (.zip)")],
+    user: Annotated[
+        str | None, typer.Option(help="The data subject: user_id as the tenant knows it")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Where to write the bundle (.zip); default: the request's")
+    ] = None,
+    request_id: Annotated[
+        str | None, typer.Option(help="Carry out this recorded request (the API's)")
+    ] = None,
+    actor: Annotated[str, typer.Option(help="Who asked, for the audit log")] = "cli",
+    sealed_subject: Annotated[
+        str | None, typer.Option(help="The subject as the API sealed it for --request-id")
+    ] = None,
 ) -> None:
     """Everything held about one user, from every store: subject.json plus Parquet files,
-    in one zip (GDPR articles 15 and 20)."""
+    in one zip (GDPR articles 15 and 20), written as it is read. Waits while another
+    erasure or export of the tenant runs (compliance/jobs.py)."""
     from pathlib import Path
 
-    from chatlake.embedded import Services
-    from chatlake.keyspace import redis_sync_client
-    from compliance.export import export_subject, write_bundle
+    from compliance.export import run_export
 
-    settings = get_settings()
     tenant_id = _tenant_id(tenant)
-    redis = redis_sync_client(Services(settings).endpoints().redis_url)
-    try:
-        data = export_subject(settings, redis, tenant_id, user)
-    finally:
-        redis.close()
-    write_bundle(data, Path(out))
-    emit({"out": str(Path(out).resolve()), "bytes": len(data)})
+    if out is None and request_id is None:
+        raise ChatlakeError("give --out FILE for the bundle")
+    subject = _subject(tenant_id, user, sealed_subject, request_id)
+    result = run_export(get_settings(), tenant_id, subject, actor, request_id,
+                        Path(out) if out else None)  # fmt: skip
+    emit({"out": result["out"], "bytes": result["bytes"], "sha256": result["sha256"],
+          "request_id": result["request_id"]})  # fmt: skip
 
 
 @audit_app.command("verify")
@@ -781,22 +842,68 @@ def bench_pipeline(
     emit(run(messages, tenants, days, out))
 
 
+@bench_app.command("chaos")
+def bench_chaos(
+    quick: Annotated[bool, typer.Option("--quick", help="A short run (~1 min)")] = False,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated subset of: api,ingest,redis,postgres,erasure,"
+            "retention,pipelines (default: all, in that order)"
+        ),
+    ] = None,
+    keep_home: Annotated[
+        bool, typer.Option("--keep-home", help="Keep the temporary CHATLAKE_HOME (logs)")
+    ] = False,
+    out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
+) -> None:
+    """Steady traffic while the API, the ingest worker, Redis and PostgreSQL are killed -9,
+    an erasure, a retention pass and two pipeline runs go on; then acknowledged messages
+    lost or duplicated in the lake, recovery times, cross-tenant leaks, forged webhooks."""
+    from bench.chaos import run
+
+    chosen = [f.strip() for f in faults.split(",") if f.strip()] if faults else None
+    emit(run(quick, out, chosen, keep_home))
+
+
 def main() -> None:
+    """The console script. Once a command is done, the process ends at once (os._exit)
+    with the command's code: pyarrow's and deltalake's threads may otherwise abort the
+    interpreter's shutdown after the work succeeded (`terminate called without an active
+    exception`, exit 134: apache/arrow#34314), so nothing of theirs runs after this."""
+    code = _run()
+    logging.shutdown()  # what atexit would have flushed
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _run() -> int:
+    """The command's exit code; a user's mistake is one line on stderr, code 1."""
     import psycopg
     import pydantic
     import redis
 
     try:
         app()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        typer.echo(str(exc.code), err=True)
+        return 1
     except ChatlakeError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        return 1
     except pydantic.ValidationError as exc:
         problems = "; ".join(
             f"CHATLAKE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
         )
         typer.echo(f"error: invalid configuration: {problems}", err=True)
-        sys.exit(1)
+        return 1
     except (psycopg.OperationalError, redis.ConnectionError) as exc:
         typer.echo(f"error: cannot reach a store: {exc}", err=True)
-        sys.exit(1)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

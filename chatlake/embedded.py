@@ -64,6 +64,15 @@ def _port_free(port: int) -> bool:
         return True
 
 
+def _alive(pid: int) -> bool:
+    """Running: a store killed under a parent that does not reap it stays a zombie, which
+    `chatlake up` must see as down to start it again."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _write_private(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -183,7 +192,7 @@ class EmbeddedPostgres(_Supervised):
             pid = int(pidfile.read_text().splitlines()[0])
         except (ValueError, IndexError, OSError):
             return None
-        return pid if psutil.pid_exists(pid) else None
+        return pid if _alive(pid) else None
 
     def url(self, port: int, user: str = PG_SUPERUSER, database: str = DATABASE) -> str:
         secret = "postgres_password" if user == PG_SUPERUSER else "app_db_password"
@@ -286,7 +295,7 @@ class EmbeddedRedis(_Supervised):
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        if not psutil.pid_exists(pid):
+        if not _alive(pid):
             return None
         try:
             name = psutil.Process(pid).name()

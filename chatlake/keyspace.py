@@ -30,6 +30,23 @@ def ingest_stats() -> str:
     return "cl:ingest:stats"
 
 
+def ingest_lease(consumer: str) -> str:
+    """String: `host:pid:token` of the one process that runs an ingest consumer (with a
+    TTL, renewed while it runs)."""
+    return f"cl:ingest:lease:{consumer}"
+
+
+# Set: every tenant id (added when a tenant is created). With KNOWN_TENANTS_COMPLETE set
+# it is the whole list, and an id not in it is answered without asking PostgreSQL.
+KNOWN_TENANTS = "cl:tenants:known"
+KNOWN_TENANTS_COMPLETE = "cl:tenants:complete"
+
+
+def auth_failures(address_digest: str) -> str:
+    """String (with a TTL): failed authentications from one client address in a window."""
+    return f"cl:auth-failures:{address_digest}"
+
+
 def login_failures(email_digest: str) -> str:
     """String (with a TTL): failed dashboard sign-ins of one account (by email digest)."""
     return f"cl:login-failures:{email_digest}"
@@ -60,8 +77,24 @@ class TenantKeyspace:
 
     @property
     def rate_limit(self) -> str:
-        """String: the GCRA theoretical arrival time of the tenant's next message."""
+        """String: the GCRA theoretical arrival time of the tenant's next message (sent
+        with one of its API keys)."""
         return f"{self.prefix}:rl"
+
+    def source_rate_limit(self, source: str) -> str:
+        """String: the GCRA budget of one source of messages (a channel's webhooks, a web
+        widget visitor, a client address): each source drains its own, never another's."""
+        return f"{self.prefix}:rl:{source}"
+
+    @property
+    def channel_inbox(self) -> str:
+        """Stream: channel messages taken over their source's budget (acknowledged to the
+        provider), answered later by the recovery loop."""
+        return f"{self.prefix}:chan:inbox"
+
+    def channel_inbox_lock(self, entry_id: str) -> str:
+        """String: which process is answering a deferred channel message."""
+        return f"{self.prefix}:chan:inbox-lock:{entry_id}"
 
     def conversation(self, conversation_id: str) -> str:
         """Hash: a conversation's metadata and engine state."""

@@ -184,3 +184,11 @@ def rotate(conn: psycopg.Connection[Any], box: SecretBox) -> dict[str, int]:
             )
             counts["rewrapped"] += 1
     return counts
+
+
+def derived_key(secret: str, purpose: str) -> bytes:
+    """A 256-bit key for one purpose, derived (HKDF-SHA256) from a platform secret: keys
+    for different purposes are independent, and none reveals the secret."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+        secret.encode()
+    )

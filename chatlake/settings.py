@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # the Dagster webserver that erasure requests launch their job on (`up` sets it);
     # unset or unreachable: the API runs `chatlake erase` as a process of its own
     dagster_url: str | None = None
+    # erasures and exports running at once, platform-wide (one per tenant at most)
+    compliance_max_running: int = Field(default=2, ge=1, le=64)
+    # erasures and exports queued or running (each a waiting process), per tenant and
+    # platform-wide: a request beyond either is answered 429
+    compliance_max_queued_per_tenant: int = Field(default=5, ge=1, le=1000)
+    compliance_max_queued: int = Field(default=50, ge=1, le=10_000)
 
     open_signup: bool = False
     # may tenants point the URLs they configure (model-chain base_url, channel

@@ -22,7 +22,7 @@ from chatlake.apikeys import ParsedKey, display_prefix, key_digest, new_api_key
 from chatlake.db import AppConnection, AppPool, open_app_pool, tenant_transaction
 from chatlake.embedded import Services
 from chatlake.errors import NotFound
-from chatlake.keyspace import EVENT_STREAMS, TenantKeyspace, redis_client
+from chatlake.keyspace import EVENT_STREAMS, KNOWN_TENANTS, TenantKeyspace, redis_client
 from chatlake.settings import Settings
 
 # Cached auth decisions expire so that a cache written just before a revocation cannot
@@ -149,6 +149,7 @@ class ControlPlane:
             )
         await self._cache_tenant(tenant)
         await self.redis.sadd(EVENT_STREAMS, TenantKeyspace(tenant_id).events)
+        await self.redis.sadd(KNOWN_TENANTS, tenant_id)  # realtime/gate.py: it exists now
         return tenant, issued
 
     async def get_tenant(self, tenant_id: str) -> Tenant:

@@ -4,8 +4,14 @@ signing in with a password (argon2id) and, for admins, a TOTP code (RFC 6238, py
 The printed password is shown once and stored only as its argon2 hash; an admin's TOTP
 secret is sealed under the master key (like provider credentials). Failed sign-ins are
 counted per account in Redis: after `MAX_FAILURES` within `LOCKOUT_SECONDS` the account
-refuses every attempt, right or wrong, until the window passes. Rows live under row-level
-security; only the sign-in lookup (the tenant is not known before it) reads as the owner.
+refuses every attempt, right or wrong, until the window passes.
+
+The dashboards read as their own role, `chatlake_dashboards` (migration 0015): under
+row-level security, without access to password hashes or secrets; the sign-in lookup (the
+tenant is not known before it) goes through one SECURITY DEFINER function that answers
+for one exact email. A wrong password and a right one without an admin's code get the
+same answer (no password oracle), and a suspended tenant's users cannot sign in; an open
+session is re-checked with `still_signed_in`.
 """
 
 from __future__ import annotations
@@ -16,22 +22,28 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
+import psycopg
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from psycopg.rows import DictRow, dict_row
 from redis import Redis
 
-from chatlake.db import owner_connection
+from chatlake.db import TENANT_SETTING, owner_connection
 from chatlake.errors import ChatlakeError
 from chatlake.keyspace import login_failures, totp_last_step
 from chatlake.secrets import SecretBox, SecretError
 
 log = logging.getLogger(__name__)
 ROLES = ("analyst", "admin")
+DASHBOARDS_ROLE = "chatlake_dashboards"
+REFUSED = "wrong email, password or code"
 MAX_FAILURES = 5
 LOCKOUT_SECONDS = 15 * 60
 ISSUER = "chatlake"
@@ -55,6 +67,22 @@ class SignedIn:
     tenant_id: str
     email: str
     role: str
+
+
+@contextmanager
+def dashboards_connection(
+    database_url: str, tenant_id: str | None = None
+) -> Iterator[psycopg.Connection[DictRow]]:
+    """One transaction as the dashboards' role (a URL of another role, such as a
+    single-URL deployment's, drops to it), row-level security showing `tenant_id`'s rows
+    (none when no tenant is named)."""
+    with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as conn:
+        if conn.info.user != DASHBOARDS_ROLE:
+            conn.execute(f"set role {DASHBOARDS_ROLE}")
+        with conn.transaction():
+            if tenant_id is not None:
+                conn.execute("select set_config(%s, %s, true)", (TENANT_SETTING, tenant_id))
+            yield conn
 
 
 def _context(user_id: str) -> str:
@@ -133,9 +161,11 @@ def sign_in(
     password: str,
     totp_code: str = "",
 ) -> SignedIn:
-    """The user, if the password (and an admin's current TOTP code) is right and the
-    account is not locked; `SignInRefused` otherwise, saying which only for a lockout or
-    a missing code."""
+    """The user, if the password (and an admin's current TOTP code) is right, the account
+    is not locked and its tenant is not suspended; `SignInRefused` otherwise, saying which
+    only for a lockout or (once everything else was right) a suspended tenant. A missing
+    code gets the answer a wrong password gets, so the answer never confirms a password.
+    `database_url`: the dashboards' role's (any role that may `set role` to it)."""
     email = email.strip().lower()
     key = login_failures(email_digest(email))
     # the attempt counts before it is checked (so parallel guesses cannot outrun the
@@ -151,10 +181,11 @@ def sign_in(
         raise SignInRefused(
             f"too many failed sign-ins; try again in {(max(int(ttl), 1) + 59) // 60} min"
         )
-    with owner_connection(database_url) as conn:
+    with dashboards_connection(database_url) as conn:
         row = conn.execute(
             """select user_id::text as user_id, tenant_id::text as tenant_id, email, role,
-                      password_hash, totp_sealed from users where email = %s""",
+                      password_hash, totp_sealed, tenant_status
+               from dashboard_credentials(%s)""",
             (email,),
         ).fetchone()
     try:
@@ -167,13 +198,28 @@ def sign_in(
             secret = box.open(row["totp_sealed"], _context(row["user_id"]))
         except SecretError:
             log.error("the TOTP secret of %s does not open under the master keys", row["user_id"])
-            raise SignInRefused("wrong email, password or code") from None
-        if not totp_code.strip():
-            raise SignInRefused("an admin signs in with a code from the authenticator app")
+            raise SignInRefused(REFUSED) from None
         ok = _fresh_code(redis, row["user_id"], pyotp.TOTP(secret), totp_code.strip())
     if not ok or row is None:
-        raise SignInRefused("wrong email, password or code")
+        raise SignInRefused(REFUSED)
+    if row["tenant_status"] != "active":
+        raise SignInRefused("this account's tenant is suspended; ask your platform operator")
     redis.delete(key)
-    with owner_connection(database_url) as conn:
-        conn.execute("update users set last_login_at = now() where user_id = %s", (row["user_id"],))
+    with dashboards_connection(database_url) as conn:
+        conn.execute("select dashboard_signed_in(%s)", (row["user_id"],))
     return SignedIn(row["user_id"], row["tenant_id"], row["email"], row["role"])
+
+
+def still_signed_in(database_url: str, user: SignedIn) -> SignedIn | None:
+    """The session's user as the database has it now (its role may have changed), or None
+    when the account is gone or its tenant suspended: read as the dashboards' role, under
+    the tenant's row-level security."""
+    with dashboards_connection(database_url, user.tenant_id) as conn:
+        row = conn.execute(
+            """select u.email, u.role, t.status from users u
+               join tenants t on t.tenant_id = u.tenant_id where u.user_id = %s""",
+            (user.user_id,),
+        ).fetchone()
+    if row is None or row["status"] != "active":
+        return None
+    return SignedIn(user.user_id, user.tenant_id, row["email"], row["role"])

@@ -29,7 +29,7 @@ A message that arrives for the subject while the erasure runs is refused with 40
 
 from __future__ import annotations
 
-import time
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ from chatlake.db import owner_connection
 from chatlake.embedded import Services
 from chatlake.keyspace import TenantKeyspace
 from chatlake.settings import Settings
+from compliance.jobs import bundle_path, digest, rewrite_aof
 from compliance.pii import pseudonymize, subject_digest, tenant_pseudonym_key
 from compliance.subject_keys import destroy_subject_key, subject_key_exists
 from lake.erasure import (
@@ -127,26 +128,6 @@ def erase_redis(redis: Redis, tenant_id: str, user_id: str, pseudonym: str) -> d
     }
 
 
-def rewrite_aof(redis: Redis, timeout_s: float = 120.0) -> None:
-    """BGREWRITEAOF, waiting for it (and for one already running) to finish."""
-    deadline = time.monotonic() + timeout_s
-    while redis.info("persistence")["aof_rewrite_in_progress"]:
-        if time.monotonic() > deadline:
-            raise TimeoutError("an append-only file rewrite did not finish")
-        time.sleep(0.05)
-    started = redis.info("persistence").get("aof_last_rewrite_time_sec")
-    redis.bgrewriteaof()
-    while True:
-        info = redis.info("persistence")
-        if not info["aof_rewrite_in_progress"] and not info.get("aof_rewrite_scheduled"):
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError("the append-only file rewrite did not finish")
-        time.sleep(0.05)
-    if info.get("aof_last_bgrewrite_status") != "ok":
-        raise RuntimeError(f"the append-only file rewrite failed (before: {started})")
-
-
 def erase_lake(
     lake_root: str, tenant_id: str, user_id: str, pseudonym: str, request_id: str
 ) -> list[dict[str, Any]]:
@@ -206,6 +187,14 @@ def _postgresql_rows(database_url: str, tenant_id: str, pseudonym: str) -> dict[
 def rebuild_warehouse(settings: Settings, days: list[str], pseudonym: str) -> dict[str, Any]:
     """The subject's rows out of the per-row marts, the aggregates of the days that held
     them rebuilt, then a fresh copy of the DuckDB file."""
+    from chatlake.runlock import pipeline_lock
+
+    # The marts' single DuckDB writer: queue behind (or inside) any pipeline run.
+    with pipeline_lock(settings.home, f"erasure (pid {os.getpid()})"):
+        return _rebuild_warehouse(settings, days, pseudonym)
+
+
+def _rebuild_warehouse(settings: Settings, days: list[str], pseudonym: str) -> dict[str, Any]:
     import duckdb
 
     from pipelines.run import run_pipeline
@@ -249,6 +238,52 @@ def rewrite_warehouse_file(warehouse: Path) -> bool:
     fresh.replace(warehouse)  # atomic: readers see the old file or the new one
     warehouse.with_suffix(".duckdb.wal").unlink(missing_ok=True)
     return True
+
+
+def scrub_files(
+    settings: Settings, tenant_id: str, user_id: str, markers: list[str], request_id: str
+) -> dict[str, Any]:
+    """The subject's export bundles deleted, and every line of the run directory's logs
+    that names the subject (written before the access log kept route templates only, or by
+    anything else) replaced by a note, so that the files verification searches can pass.
+
+    A log is rewritten in place, not replaced, because its writer (the API, the ingest
+    worker, ...) keeps it open in append mode: it goes on appending to the same file."""
+    subject_digest_value, _ = digest(settings, tenant_id, user_id)
+    bundles = []
+    with owner_connection(Services(settings).endpoints().database_url) as conn:
+        rows = conn.execute(
+            """select job_id from compliance_jobs
+               where tenant_id = %s and kind = 'export' and subject_digest = %s""",
+            (tenant_id, subject_digest_value),
+        ).fetchall()
+    for row in rows:
+        path = bundle_path(settings, tenant_id, row["job_id"])
+        if path.exists():
+            path.unlink()
+            bundles.append(row["job_id"])
+    needles = [m.encode() for m in markers if m]
+    note = orjson.dumps({"event": "line removed by erasure", "request_id": request_id}) + b"\n"
+    scrubbed: dict[str, int] = {}
+    for path in sorted(settings.run_dir.rglob("*")) if settings.run_dir.exists() else []:
+        if path.is_file() and _file_mentions(path, needles):
+            count = _scrub_lines(path, needles, note)
+            if count:
+                scrubbed[str(path.relative_to(settings.home))] = count
+    return {"export_bundles_deleted": len(bundles), "log_lines_removed": scrubbed}
+
+
+def _scrub_lines(path: Path, needles: list[bytes], note: bytes) -> int:
+    with open(path, "r+b") as handle:
+        lines = handle.read().splitlines(keepends=True)
+        kept = [note if any(n in line for n in needles) else line for line in lines]
+        removed = sum(1 for a, b in zip(lines, kept, strict=True) if a is not b)
+        if removed:
+            tail = handle.read()  # appended since it was read: kept after the rewrite
+            handle.seek(0)
+            handle.write(b"".join(kept) + tail)
+            handle.truncate()
+    return removed
 
 
 def _file_mentions(path: Path, needles: list[bytes]) -> bool:
@@ -348,6 +383,34 @@ def linked_aliases(settings: Settings, tenant_id: str, pseudonym: str) -> list[s
     return [default_user_id(row["channel"], row["external_id"]) for row in rows]
 
 
+def subject_models(settings: Settings, tenant_id: str, pseudonym: str) -> tuple[set[str], set[str]]:
+    """The event ids of the subject's labels, and the words of those labelled texts that
+    nothing else the tenant trains on has (what a model trained on them would hold)."""
+    with owner_connection(Services(settings).endpoints().database_url) as conn:
+        rows = conn.execute(
+            "select event_id from nlu_labels where tenant_id = %s and user_key = %s",
+            (tenant_id, pseudonym),
+        ).fetchall()
+    event_ids = {row["event_id"] for row in rows}
+    if not event_ids:
+        return event_ids, set()
+    from pipelines.nlu import subject_words, training_set
+
+    everything = training_set(settings, tenant_id)
+    labelled = everything["label_texts"]
+    kept = [text for text, _, _ in everything["examples"]]
+    kept += [text for event, text in labelled.items() if event not in event_ids]
+    return event_ids, subject_words([labelled[e] for e in event_ids if e in labelled], kept)
+
+
+def erase_models(
+    settings: Settings, redis: Redis, tenant_id: str, event_ids: set[str], request_id: str
+) -> dict[str, Any]:
+    from pipelines.nlu import retire_models_trained_on
+
+    return retire_models_trained_on(settings, redis, tenant_id, event_ids, request_id)
+
+
 def erase(
     settings: Settings,
     redis: Redis,
@@ -406,8 +469,12 @@ def erase(
     index = TenantKeyspace(tenant_id).user_conversations(user_id)
     conversations.update(_strings(redis.zrange(index, 0, -1)))
     counted = max(counted, len(conversations))
+    # before the lake step: the labelled texts are read from silver
+    label_events, label_words = subject_models(settings, tenant_id, pseudonym)
     steps = (
         ("redis", lambda: erase_redis(redis, tenant_id, user_id, pseudonym), "redis_erased"),
+        ("models", lambda: erase_models(settings, redis, tenant_id, label_events, request_id),
+         None),
         ("lake", lambda: erase_lake(settings.lake_root, tenant_id, user_id, pseudonym,
                                     request_id), "lake_erased"),
         ("warehouse", lambda: rebuild_warehouse(settings, days, pseudonym), "warehouse_rebuilt"),
@@ -422,7 +489,17 @@ def erase(
         remember()
         if crash_point:
             failpoint(crash_point)
+    markers = [pseudonym, *conversations, TenantKeyspace(tenant_id).user_conversations(user_id)]
+    if len(user_id) >= 6:  # shorter ids would match unrelated lines
+        markers.append(user_id)
+    stores["files"] = scrub_files(settings, tenant_id, user_id, markers, request_id)
     verification = verify(settings, redis, tenant_id, user_id, pseudonym, conversations)
+    from pipelines.nlu import model_traces
+
+    traces = model_traces(settings, tenant_id, label_events, label_words)
+    if traces:
+        verification = {**verification, "passed": False,
+                        "found": [*verification["found"], *traces]}  # fmt: skip
     # The mark stays until the caller has stored the certificate (compliance/requests.py):
     # after a crash or a failure the subject's messages stay refused and a rerun of the
     # request resumes with what is remembered (or the mark expires).
@@ -433,7 +510,8 @@ def erase(
     return {
         "request_id": request_id,
         "tenant_id": tenant_id,
-        "subject_digest": subject_digest(tenant_id, user_id),
+        "subject_digest": digest(settings, tenant_id, user_id)[0],
+        "subject_digest_scheme": digest(settings, tenant_id, user_id)[1],
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "conversations": counted,

@@ -112,5 +112,28 @@ def pseudonymize(user_id: str, tenant_key: bytes) -> str:
 
 
 def subject_digest(tenant_id: str, user_id: str) -> str:
-    """How erasure requests and certificates name a data subject: never the id itself."""
+    """The unkeyed digest (scheme `sha256`): what erasure requests, audit entries and
+    certificates held before the keyed one. Anyone who guesses the id (a phone number, an
+    e-mail address) can recompute it, so it only names short-lived things now (the
+    in-progress mark in Redis) and finds the old entries."""
     return hashlib.sha256(f"{tenant_id}\x1f{user_id}".encode()).hexdigest()
+
+
+KEYED_SCHEME = "hmac-sha256"
+LEGACY_SCHEME = "sha256"
+
+
+def keyed_subject_digest(key: bytes, tenant_id: str, user_id: str) -> str:
+    """How erasure requests, audit entries and certificates name a data subject (scheme
+    `hmac-sha256`): HMAC of tenant and user id under a platform key, so it cannot be
+    reversed by trying phone numbers or e-mail addresses without that key."""
+    return hmac.new(key, f"{tenant_id}\x1f{user_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def subject_digest_of(key: bytes, scheme: str, tenant_id: str, user_id: str) -> str:
+    """The subject's digest under `scheme` (an entry's marked scheme; unmarked is legacy)."""
+    if scheme == KEYED_SCHEME:
+        return keyed_subject_digest(key, tenant_id, user_id)
+    if scheme == LEGACY_SCHEME:
+        return subject_digest(tenant_id, user_id)
+    raise ValueError(f"unknown subject digest scheme {scheme!r}")

@@ -5,7 +5,9 @@ Enforced nightly by the `lake_retention` job (and `chatlake lake retention`) wit
 guarantees:
 - the lake: one DELETE per bronze and silver table over every tenant's expired days, then
   the files that held them are deleted at once and the log is cleaned, so no older version
-  stays readable (lake/maintenance.py, lake/erasure.py);
+  stays readable (lake/maintenance.py, lake/erasure.py), all under the table's cleaning
+  lock (lake/locks.py) so that a running ingest worker neither loses a file it is about to
+  commit nor commits against the log being cleaned (it reloads from the checkpoint);
 - the warehouse: the per-message and per-conversation marts (the ones with a `user_key`)
   lose the same days, then the DuckDB file is rewritten. The daily aggregates
   (`fct_tenant_daily`, `fct_intent_performance`, `fct_model_usage`) hold counts, no
@@ -21,6 +23,7 @@ guarantees:
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -47,11 +50,19 @@ def tenant_retention(database_url: str) -> dict[str, int]:
 
 def expire_warehouse(settings: Settings, cutoffs: dict[str, date]) -> dict[str, int]:
     """Delete the expired days of the per-person marts; rewrite the file if any went."""
+    from chatlake.runlock import pipeline_lock
+
+    if not settings.warehouse.exists() or not cutoffs:
+        return {}
+    # The marts' single DuckDB writer: queue behind (or inside) any pipeline run.
+    with pipeline_lock(settings.home, f"retention (pid {os.getpid()})"):
+        return _expire_warehouse(settings, cutoffs)
+
+
+def _expire_warehouse(settings: Settings, cutoffs: dict[str, date]) -> dict[str, int]:
     import duckdb
 
     deleted: dict[str, int] = {}
-    if not settings.warehouse.exists() or not cutoffs:
-        return deleted
     with duckdb.connect(str(settings.warehouse)) as connection:
         tables = {r[0] for r in connection.execute("show tables").fetchall()}
         for table in PER_PERSON_MARTS:

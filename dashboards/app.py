@@ -1,11 +1,13 @@
 """The tenant analytics dashboards: `streamlit run dashboards/app.py` (`chatlake up`
-serves it on :8501). Every page reads the marts of the signed-in user's tenant only."""
+serves it on :8501). Every page reads the marts of the signed-in user's tenant only, and
+the navigation lists only the pages the user's role may see (each page checks it again)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboards.auth import current_user, scope, sign_in_form, sign_out
+from chatlake.settings import get_settings
+from dashboards.auth import current_user, may_see, sign_in_form, sign_out
 from dashboards.data import MartsNotBuilt, tenant_name
 
 st.set_page_config(page_title="chatlake analytics", page_icon=":speech_balloon:", layout="wide")
@@ -15,19 +17,25 @@ if user is None:
     sign_in_form()
     st.stop()
 assert user is not None
-marts = scope()  # refuses a forged tenant before any page runs
 
-pages = [
-    st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
-    st.Page("views/conversations.py", title="Conversations", icon=":material/forum:"),
-    st.Page("views/intents.py", title="Intents and failure points", icon=":material/target:"),
-    st.Page("views/usage.py", title="Model usage and cost", icon=":material/payments:"),
-    st.Page("views/billing.py", title="Billing and invoices", icon=":material/receipt_long:"),
-    st.Page("views/quality.py", title="Data quality", icon=":material/verified:"),
+PAGES = [  # (page, script, title, icon)
+    ("overview", "views/overview.py", "Overview", ":material/monitoring:"),
+    ("conversations", "views/conversations.py", "Conversations", ":material/forum:"),
+    ("intents", "views/intents.py", "Intents and failure points", ":material/target:"),
+    ("usage", "views/usage.py", "Model usage and cost", ":material/payments:"),
+    ("billing", "views/billing.py", "Billing and invoices", ":material/receipt_long:"),
+    ("quality", "views/quality.py", "Data quality", ":material/verified:"),
 ]
-navigation = st.navigation(pages)
+shown = [
+    st.Page(script, title=title, icon=icon, default=not index)
+    for index, (_, script, title, icon) in enumerate(p for p in PAGES if may_see(user.role, p[0]))
+]
+if not shown:
+    st.error(f"The {user.role} role shows no dashboard page.")
+    st.stop()
+navigation = st.navigation(shown)
 with st.sidebar:
-    st.markdown(f"**{tenant_name(marts.settings, user.tenant_id)}**")
+    st.markdown(f"**{tenant_name(get_settings(), user.tenant_id)}**")
     st.caption(f"{user.email} · {user.role}")
     if st.button("Sign out"):
         sign_out()

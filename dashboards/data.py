@@ -3,7 +3,8 @@
 Queries name the marts only through placeholders (`{daily}`, `{conversations}`, …), each
 of which becomes a sub-query filtered on the tenant of the session; a query that names a
 mart directly is refused, so no page can read another tenant's rows whatever its inputs.
-Invoices come from PostgreSQL under row-level security (the app role, the tenant's scope).
+Invoices come from PostgreSQL under row-level security (the dashboards' own role,
+`chatlake_dashboards`, which reads nothing else a page does not show; the tenant's scope).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from uuid import UUID
 import pandas as pd
 
 from chatlake.settings import Settings
+from chatlake.users import dashboards_connection
 from chatlake.warehouse import has_table, read_warehouse
+from dashboards.dbrole import database_url
 
 MARTS = {
     "daily": "fct_tenant_daily",
@@ -76,18 +79,16 @@ class TenantMarts:
 
 
 def invoices(settings: Settings, tenant_id: str) -> list[dict[str, Any]]:
-    """The tenant's invoices, newest first (PostgreSQL, row-level security)."""
-    from chatlake.billing import load_invoices
-    from chatlake.embedded import Services
+    """The tenant's invoices, newest first (PostgreSQL as the dashboards' role, row-level
+    security)."""
+    from chatlake.billing import INVOICES_SQL, shape_invoice
 
-    return load_invoices(Services(settings).endpoints().app_database_url, tenant_id)
+    with dashboards_connection(database_url(settings), tenant_id) as conn:
+        rows = conn.execute(INVOICES_SQL, {"month": None, "invoice_id": None}).fetchall()
+    return [shape_invoice(row) for row in rows]
 
 
 def tenant_name(settings: Settings, tenant_id: str) -> str:
-    from chatlake.db import tenant_connection
-    from chatlake.embedded import Services
-
-    url = Services(settings).endpoints().app_database_url
-    with tenant_connection(url, tenant_id) as conn:
+    with dashboards_connection(database_url(settings), tenant_id) as conn:
         row = conn.execute("select name from tenants where tenant_id = %s", (tenant_id,)).fetchone()
     return str(row["name"]) if row else "?"

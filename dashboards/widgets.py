@@ -26,12 +26,12 @@ def period(marts: TenantMarts) -> tuple[date, date] | None:
     return first, days[1]
 
 
-def page_scope() -> tuple[TenantMarts, date, date]:
-    """The signed-in user's marts and the period the page covers; stops the page (with a
-    note) before the tenant has data."""
+def page_scope(page: str) -> tuple[TenantMarts, date, date]:
+    """The signed-in user's marts for `page` (see `dashboards.auth.scope`) and the period
+    the page covers; stops the page (with a note) before the tenant has data."""
     from dashboards.auth import scope
 
-    marts = scope()
+    marts = scope(page)
     days = period(marts)
     if days is None:
         st.stop()

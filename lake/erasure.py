@@ -6,13 +6,20 @@ tenant's partitions only:
 1. a Delta DELETE rewrites the files that held the subject's rows without them (a commit
    of its own; other users' rows are carried over unchanged);
 2. every data file of the tenant's partitions that the latest version does not reference
-   is deleted from storage (what the DELETE removed, and compaction leftovers kept for time
-   travel, which hold the subject too), except a file that no logged commit ever removed
-   and that is younger than five minutes: that may be a concurrent writer's file awaiting
-   its commit. A tenant-scoped vacuum; every older version becomes unreadable;
+   is deleted from storage, whatever its age: what the DELETE removed, compaction leftovers
+   kept for time travel, and the orphans of commits that failed or were killed, all of
+   which can hold the subject. A tenant-scoped vacuum; every older version becomes
+   unreadable;
 3. a checkpoint is written and the log entries before it are deleted, with the older
    checkpoints: their add actions carried column statistics (min/max values) of the
-   removed files, which can hold the subject's id or text in the clear.
+   removed files, which can hold the subject's id or text in the clear. Readers and
+   writers load from that checkpoint, which is written before anything is deleted.
+
+All three run under the table's cleaning lock (lake/locks.py): writers hold it shared from
+their first data file to their commit, so while erasure holds it no writer is between the
+two, and an unreferenced file can only be an orphan; and no writer commits against a log
+being cleaned. (An age limit instead would leave a fresh orphan holding the subject, and
+the erasure could not certify.)
 
 Every step is idempotent: run again, a DELETE finds nothing, and the clean-up of files and
 log entries finds only what is still there, so an interrupted erasure resumes to the same
@@ -26,16 +33,17 @@ import json
 import os
 import re
 import signal
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable
 
 from chatlake.errors import ChatlakeError
-from lake.writer import open_table, table_uri
+from lake import locks
+from lake.datasets import arrow_dataset
+from lake.writer import open_table, referenced_files, table_uri
 
 # table -> the column that identifies the subject in it
 SUBJECT_COLUMNS = {
@@ -53,7 +61,6 @@ def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-IN_FLIGHT_SECONDS = 300  # an unreferenced file younger than this may be a writer's
 _LOG_FILE = re.compile(r"^(\d{20})\.(json|checkpoint\.parquet|checkpoint\.\d+\.\d+\.parquet)$")
 
 
@@ -70,18 +77,6 @@ def subject_predicate(tenant_id: str, column: str, subject: str, salt: str) -> s
         f"tenant_id = {quoted(tenant_id)} AND "
         f"encode(sha256(concat({column}, {quoted(salt)})), 'hex') = '{digest}'"
     )
-
-
-def _removed_in_log(root: Path) -> set[Path]:
-    """Data files that a commit still in the log removed from the table (a DELETE, this
-    run's or an interrupted run's; a compaction, whose old files linger for time travel).
-    A concurrent writer's file awaiting its commit was never in the log, so is not here."""
-    removed: set[Path] = set()
-    for log in sorted((root / "_delta_log").glob("*.json")):
-        for action in _commit_actions(log):
-            if "remove" in action:
-                removed.add(root / unquote(action["remove"]["path"]))
-    return removed
 
 
 def _commit_actions(path: Path) -> list[dict[str, Any]]:
@@ -103,7 +98,7 @@ def _local_root(uri: str) -> Path:
 def unreferenced_files(table: DeltaTable, tenant_id: str) -> list[Path]:
     """Data files in the tenant's partitions that the latest version does not reference."""
     root = _local_root(table.table_uri)
-    live = {Path(unquote(uri.removeprefix("file://"))) for uri in table.file_uris()}
+    live = referenced_files(table)
     partition = root / f"tenant_id={tenant_id}"
     if not partition.exists():
         return []
@@ -131,20 +126,21 @@ def erase_from_table(
 ) -> dict[str, Any]:
     """Remove every row of `subject` (the table's subject column) in `tenant_id`."""
     uri = table_uri(lake_root, name)
-    table = open_table(uri)
-    if table is None:
+    if open_table(uri) is None:
         return {"table": name, "exists": False}
-    column = SUBJECT_COLUMNS[name]
-    before = table.version()
-    earlier = _rows_deleted_by(table, request_id)  # by an interrupted run of this request
-    metrics = table.delete(
-        subject_predicate(tenant_id, column, subject, request_id),
-        commit_properties=CommitProperties(custom_metadata={"erasure_request": request_id}),
-    )
-    deleted_rows = int(metrics.get("num_deleted_rows", 0))
-    failpoint("lake_deleted")
-    deleted_files = scrub_partitions(table, [tenant_id])
-    log_files = _clean_log(table)
+    with locks.cleaning(uri):
+        table = DeltaTable(uri)  # loaded under the lock: every finished commit in view
+        column = SUBJECT_COLUMNS[name]
+        before = table.version()
+        earlier = _rows_deleted_by(table, request_id)  # by an interrupted run of this request
+        metrics = table.delete(
+            subject_predicate(tenant_id, column, subject, request_id),
+            commit_properties=CommitProperties(custom_metadata={"erasure_request": request_id}),
+        )
+        deleted_rows = int(metrics.get("num_deleted_rows", 0))
+        failpoint("lake_deleted")
+        deleted_files = scrub_partitions(table, [tenant_id])
+        log_files = _clean_log(table)
     return {
         "table": name,
         "exists": True,
@@ -168,23 +164,24 @@ def _rows_deleted_by(table: DeltaTable, request_id: str) -> int:
 
 
 def scrub_partitions(table: DeltaTable, tenant_ids: list[str]) -> list[str]:
-    """Delete the tenants' data files that the latest version does not reference: what a
-    logged commit removed, and anything unreferenced old enough not to be a concurrent
-    writer's file awaiting its commit. Returns their paths relative to the table."""
+    """Delete the tenants' data files that the latest version does not reference, of any
+    age. Only under `locks.cleaning` (see the module's docstring): outside it, a
+    concurrent writer's files awaiting their commit would look the same. Returns their
+    paths relative to the table."""
     root = _local_root(table.table_uri)
-    removed = _removed_in_log(root)
+    table.update_incremental()  # a commit that landed since the table was loaded
     deleted = []
     for tenant_id in tenant_ids:
         for path in unreferenced_files(table, tenant_id):
-            if path in removed or path.stat().st_mtime < time.time() - IN_FLIGHT_SECONDS:
-                path.unlink(missing_ok=True)
-                deleted.append(str(path.relative_to(root)))
+            path.unlink(missing_ok=True)
+            deleted.append(str(path.relative_to(root)))
     return deleted
 
 
 def scrub_table(table: DeltaTable) -> dict[str, int]:
     """Every tenant partition scrubbed, then the log cleaned: after a DELETE that spans
-    tenants (retention), no removed file and no older version stays readable."""
+    tenants (retention), no removed file and no older version stays readable. Only under
+    `locks.cleaning`."""
     root = _local_root(table.table_uri)
     tenants = [p.name.removeprefix("tenant_id=") for p in root.glob("tenant_id=*") if p.is_dir()]
     files = scrub_partitions(table, tenants)
@@ -197,7 +194,7 @@ def subject_remains(lake_root: str, name: str, tenant_id: str, subject: str) -> 
     if table is None:
         return 0
     column = SUBJECT_COLUMNS[name]
-    rows = table.to_pyarrow_dataset().to_table(columns=["tenant_id", column])
+    rows = arrow_dataset(table).to_table(columns=["tenant_id", column])
     tenants = rows["tenant_id"].cast(pa.string()).to_pylist()
     subjects = rows[column].cast(pa.string()).to_pylist()
     return sum(1 for t, s in zip(tenants, subjects, strict=True) if t == tenant_id and s == subject)
@@ -205,14 +202,15 @@ def subject_remains(lake_root: str, name: str, tenant_id: str, subject: str) -> 
 
 def versions_holding(lake_root: str, name: str, tenant_id: str, subject: str) -> list[int]:
     """The readable table versions in which the subject still has rows (after erasure:
-    none; versions written after it may stay readable, they never held the subject)."""
+    none; versions written after it may stay readable, they never held the subject).
+
+    One pass, each version loaded once: a version whose log another process cleans while
+    we look (retention, a concurrent erasure) is no longer readable, so it holds nobody."""
     holding = []
     column = SUBJECT_COLUMNS[name]
-    for version in readable_versions(lake_root, name):
-        old = DeltaTable(table_uri(lake_root, name), version=version)
-        rows = old.to_pyarrow_dataset().to_table(columns=["tenant_id", column])
-        tenants = rows["tenant_id"].cast(pa.string()).to_pylist()
-        subjects = rows[column].cast(pa.string()).to_pylist()
+    for version, table in _readable_tables(lake_root, name, ["tenant_id", column]):
+        tenants = table["tenant_id"].cast(pa.string()).to_pylist()
+        subjects = table[column].cast(pa.string()).to_pylist()
         if any(t == tenant_id and s == subject for t, s in zip(tenants, subjects, strict=True)):
             holding.append(version)
     return holding
@@ -272,15 +270,20 @@ def _values(body: Any) -> set[str]:
 
 def readable_versions(lake_root: str, name: str) -> list[int]:
     """The table versions that can still be loaded (after erasure: only the latest)."""
+    return [version for version, _ in _readable_tables(lake_root, name, ["tenant_id"])]
+
+
+def _readable_tables(
+    lake_root: str, name: str, columns: list[str]
+) -> Iterator[tuple[int, pa.Table]]:
+    """(version, its rows' `columns`) for every version that still loads and reads."""
     table = open_table(table_uri(lake_root, name))
     if table is None:
-        return []
-    readable = []
+        return
     for version in range(table.version() + 1):
         try:
             old = DeltaTable(table.table_uri, version=version)
-            old.to_pyarrow_dataset().count_rows()
-        except Exception:
+            rows = arrow_dataset(old).to_table(columns=columns)
+        except Exception:  # its log or files are gone: not readable, holds nothing
             continue
-        readable.append(version)
-    return readable
+        yield version, rows

@@ -17,6 +17,17 @@ worker recovering on its behalf):
 On start, the consumer's own pending entries (delivered, never acknowledged) are the
 batch a crash interrupted; they are committed again under the version recorded in step 2
 (or a new one if the crash came before it), which steps 3 and 4 make safe.
+
+A consumer name is held by one process at a time (a lease in Redis, renewed while it
+runs): two processes under one name would share one app transaction, and the loser of
+their commit race would take the winner's version for its own and acknowledge entries
+that never reached the lake. A lease left by a killed process on this host is taken over
+at once; elsewhere it expires after `LEASE_MS`.
+
+A running worker survives the lake failing under it as it survives Redis dropping out:
+on a Delta or storage error (its log cleaned by erasure or retention, a commit that kept
+conflicting) it logs, backs off (at most `MAX_BACKOFF_S`) and recovers, which re-commits
+the in-flight batch from its recorded range under its recorded version.
 """
 
 from __future__ import annotations
@@ -28,7 +39,9 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +50,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 import structlog
+from deltalake.exceptions import DeltaError
 from redis import ConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -44,7 +58,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from chatlake.keyspace import EVENT_STREAMS, ingest_inflight, ingest_stats
+from chatlake.errors import ChatlakeError
+from chatlake.keyspace import EVENT_STREAMS, ingest_inflight, ingest_lease, ingest_stats
 from lake.schemas import CONVERSATION_EVENTS_TABLE, MESSAGES_TABLE, TABLES
 from lake.streams import GROUP, stream_status
 from lake.writer import DeltaAppender, open_table, table_uri
@@ -56,11 +71,54 @@ for _event_schema, _ in TABLES.values():
         _ALL_FIELDS.setdefault(_field.name, _field.with_nullable(True))
 ANY_EVENT = pa.schema(list(_ALL_FIELDS.values()))
 FAILPOINT_ENV = "CHATLAKE_INGEST_FAILPOINT"
+LEASE_MS = 30_000
+MAX_BACKOFF_S = 30.0
 _log = structlog.get_logger("chatlake.ingest")
+
+# Take the lease when it is free, ours (a renewal), or held by the holder we were told
+# is dead (ARGV[3]); else answer who holds it.
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] or holder == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return holder
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Delete the consumer from the stream's group only if nothing delivered to it is still
+# unacknowledged: DELCONSUMER drops its pending entries, which no one could recover then.
+_LEAVE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"""
+
+
+class ConsumerBusy(ChatlakeError):
+    """Another live process runs this consumer name."""
 
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-1"
+
+
+def _dead_here(holder: str) -> bool:
+    """Whether the lease holder was a process on this host that no longer runs."""
+    host, pid = holder.rsplit(":", 2)[:2]
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
 
 
 def _failpoint(name: str) -> None:
@@ -183,6 +241,53 @@ class IngestWorker:
         self._untrimmed: set[str] = set()
         self._last_trim = 0.0
         self.totals = {"batches": 0, "entries": 0, "rows": 0}
+        self._lease_token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+        self._lease_held = threading.Event()
+
+    # --- the consumer's lease -----------------------------------------------------------
+
+    def claim(self) -> None:
+        """Take the consumer's lease (ConsumerBusy if a live process holds it) and keep it
+        renewed on a thread until `release`."""
+        key = ingest_lease(self.consumer)
+        holder: Any = self.redis.eval(_CLAIM, 1, key, self._lease_token, LEASE_MS, "")
+        if holder != 1:
+            holder = holder.decode()
+            if not _dead_here(holder):
+                host, pid = holder.rsplit(":", 2)[:2]
+                raise ConsumerBusy(
+                    f"ingest consumer {self.consumer!r} is already running (pid {pid} on "
+                    f"{host}); give this one another --consumer name"
+                )
+            _log.warning("ingest_lease_taken_over", consumer=self.consumer, dead=holder)
+            if self.redis.eval(_CLAIM, 1, key, self._lease_token, LEASE_MS, holder) != 1:
+                raise ConsumerBusy(f"ingest consumer {self.consumer!r} was just taken")
+        if not self._lease_held.is_set():
+            self._lease_held.set()
+            threading.Thread(target=self._keep_lease, name="ingest-lease", daemon=True).start()
+
+    def _keep_lease(self) -> None:
+        while self._lease_held.is_set():
+            time.sleep(LEASE_MS / 3000)
+            try:
+                if self._lease_held.is_set():
+                    self._renew()
+            except ConsumerBusy:
+                return
+            except Exception as exc:  # Redis away: the next beat or commit tries again
+                _log.warning("ingest_lease_renewal_failed", consumer=self.consumer, error=str(exc))
+
+    def _renew(self) -> None:
+        key = ingest_lease(self.consumer)
+        if self.redis.eval(_CLAIM, 1, key, self._lease_token, LEASE_MS, "") != 1:
+            self._lease_held.clear()
+            raise ConsumerBusy(f"ingest consumer {self.consumer!r} lost its lease to another")
+
+    def release(self) -> None:
+        """Give the lease back (a stopped worker's name is free at once)."""
+        if self._lease_held.is_set():
+            self._lease_held.clear()
+            self.redis.eval(_RELEASE, 1, ingest_lease(self.consumer), self._lease_token)
 
     # --- streams and groups -------------------------------------------------------------
 
@@ -260,25 +365,40 @@ class IngestWorker:
         """
         batches: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         failure: list[BaseException] = []
+        closed = threading.Event()  # the committing side left (done, or failed)
+
+        def hand_over(item: Batch | None) -> bool:
+            while not closed.is_set():
+                try:
+                    batches.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False  # a batch read but not handed over stays pending: recovered
 
         def reader() -> None:
             try:
-                while not should_stop():
+                while not should_stop() and not closed.is_set():
                     batch = self._read(dict.fromkeys(self.streams(), ">"), block_ms)
                     if batch is None and block_ms is None:
                         break
-                    if batch is not None:
-                        batches.put(batch)
+                    if batch is not None and not hand_over(batch):
+                        break
             except BaseException as exc:  # handed to the committing thread
                 failure.append(exc)
             finally:
-                batches.put(None)
+                hand_over(None)
 
         thread = threading.Thread(target=reader, name="ingest-reader", daemon=True)
         thread.start()
-        while (batch := batches.get()) is not None:
-            yield batch
-        thread.join()
+        try:
+            while (batch := batches.get()) is not None:
+                yield batch
+        finally:
+            # A commit that failed must not leave the reader running: its next read would
+            # race the recovery of this consumer's pending entries.
+            closed.set()
+            thread.join()
         if failure:
             raise failure[0]
 
@@ -289,6 +409,8 @@ class IngestWorker:
             self.totals["missing"] = self.totals.get("missing", 0) + missing
             _log.error("ingest_entries_missing", consumer=self.consumer, entries=missing)
         inflight = ingest_inflight(self.consumer)
+        if self._lease_held.is_set():
+            self._renew()  # never commit under a name another process has taken
         self.redis.hset(
             inflight, mapping={"version": batch.version, "ranges": orjson.dumps(batch.ranges)}
         )
@@ -369,40 +491,111 @@ class IngestWorker:
                     dead.add(name)
         for name in sorted(dead):
             proxy = IngestWorker(self.redis, self.lake_root, consumer=name)
-            proxy.recover()
+            try:
+                proxy.claim()
+            except ConsumerBusy:
+                continue  # idle, yet its process is alive (waiting on the lake, say)
+            try:
+                proxy.recover()
+            finally:
+                proxy.release()
             reaped.append(name)
         return reaped
+
+    def leave_group(self) -> None:
+        """Stop being a consumer of every stream where nothing delivered to this one is
+        unacknowledged (`--once` beside a running worker uses a name only once; a group
+        would list it forever). Run while the lease is held, so nothing reads under this
+        name meanwhile; a later read under it joins the group again."""
+        for stream in self.streams():
+            try:
+                self.redis.eval(_LEAVE, 1, stream, GROUP, self.consumer)
+            except ResponseError as exc:  # the stream or group went away: nothing to leave
+                if "NOGROUP" not in str(exc):
+                    raise
 
     # --- loops --------------------------------------------------------------------------
 
     def drain(self) -> list[BatchResult]:
-        """Recover, then commit batches until the streams hold nothing new (`--once`)."""
-        results = self.recover()
-        results += [self._commit(self._versioned(b)) for b in self._prefetched(None, bool)]
-        self.trim()
+        """Recover, then commit batches until the streams hold nothing new (`--once`), then
+        leave the group where this consumer has nothing pending."""
+        self.claim()
+        try:
+            results = self.recover()
+            with closing(self._prefetched(None, bool)) as batches:
+                results += [self._commit(self._versioned(b)) for b in batches]
+            self.trim()
+            self.leave_group()
+        finally:
+            self.release()
         return results
 
     def run(self, should_stop: Callable[[], bool]) -> None:
         """Recover, then commit batches as they come until `should_stop()`. When Redis
-        drops out, wait, then recover again: what was delivered but not committed
-        (a read whose reply was lost included) is in this consumer's pending entries."""
+        drops out or the lake fails under a commit, wait, then recover again: what was
+        delivered but not committed (a read whose reply was lost included) is in this
+        consumer's pending entries, the in-flight batch under its recorded range."""
         last_reap = time.monotonic()
-        while not should_stop():
-            try:
-                self.recover()
-                for batch in self._prefetched(self.max_latency_ms, should_stop):
-                    self._commit(self._versioned(batch))
-                    if time.monotonic() - last_reap > self.reap_after_ms / 2000:
-                        self.reap_dead_consumers()
-                        last_reap = time.monotonic()
-                self.trim()
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                _log.warning("ingest_redis_unavailable", consumer=self.consumer, error=str(exc))
-                time.sleep(1.0)
+        backoff = 0.5
+        try:
+            while not should_stop():
+                try:
+                    if not self._lease_held.is_set():
+                        self.claim()
+                    self.recover()
+                    with closing(self._prefetched(self.max_latency_ms, should_stop)) as batches:
+                        for batch in batches:
+                            self._commit(self._versioned(batch))
+                            backoff = 0.5
+                            if time.monotonic() - last_reap > self.reap_after_ms / 2000:
+                                self.reap_dead_consumers()
+                                last_reap = time.monotonic()
+                    self.trim()
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    _log.warning("ingest_redis_unavailable", consumer=self.consumer, error=str(exc))
+                    self._pause(1.0, should_stop)
+                except ConsumerBusy as exc:  # `ingest --once` has the name for its drain
+                    _log.warning("ingest_consumer_busy", consumer=self.consumer, error=str(exc))
+                    self._pause(backoff, should_stop)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                except (DeltaError, OSError) as exc:
+                    _log.warning(
+                        "ingest_lake_error",
+                        consumer=self.consumer,
+                        error=f"{type(exc).__name__}: {exc}",
+                        retry_in_s=backoff,
+                    )
+                    self._pause(backoff, should_stop)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+        finally:
+            self.release()
+
+    @staticmethod
+    def _pause(seconds: float, should_stop: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not should_stop():
+            time.sleep(min(0.1, seconds))
 
     def _versioned(self, batch: Batch) -> Batch:
         batch.version = self.version + 1
         return batch
+
+
+def drain_once(
+    redis: Redis, lake_root: str, consumer: str | None = None, **options: Any
+) -> tuple[IngestWorker, list[BatchResult]]:
+    """`chatlake ingest --once`: drain under `consumer`, else under the default name (so
+    what a stopped default worker left pending is recovered), or, when a live process
+    holds that name (the worker of `up`), under a name of its own that it uses once."""
+    name = consumer or default_consumer_name()
+    worker = IngestWorker(redis, lake_root, consumer=name, **options)
+    try:
+        return worker, worker.drain()
+    except ConsumerBusy:
+        if consumer is not None:
+            raise
+    worker = IngestWorker(redis, lake_root, consumer=f"{name}-once-{os.getpid()}", **options)
+    return worker, worker.drain()
 
 
 def ingest_status(redis: Redis, lake_root: str) -> dict[str, Any]:

@@ -4,6 +4,10 @@ At low traffic every ingest batch is a small commit with small files; compaction
 them into few large ones (a commit of its own, so readers never see a partial state), a
 checkpoint lets readers skip replaying the log, and vacuum deletes files no version within
 the retention window still needs. Every step leaves its trace in the Delta history.
+
+The checkpoint, log clean-up and vacuum run under the table's cleaning lock
+(lake/locks.py), so they never delete a file a writer is about to commit, nor the log a
+writer is committing against; retention's DELETE and clean-up too (lake/erasure.py).
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from deltalake import CommitProperties
+from deltalake import CommitProperties, DeltaTable
 
+from lake import locks
 from lake.schemas import TABLES
 from lake.writer import open_table, table_uri
 
@@ -22,20 +27,23 @@ DEFAULT_RETENTION_HOURS = 168  # Delta's default: time travel a week back keeps 
 def maintain_table(
     lake_root: str, name: str, retention_hours: int = DEFAULT_RETENTION_HOURS
 ) -> dict[str, Any]:
-    table = open_table(table_uri(lake_root, name))
+    uri = table_uri(lake_root, name)
+    table = open_table(uri)
     if table is None:
         return {"table": name, "exists": False}
     files_before = len(table.file_uris())
     metadata = {"maintenance": "chatlake lake maintain"}
     compacted = table.optimize.compact(commit_properties=CommitProperties(custom_metadata=metadata))
-    table.create_checkpoint()
-    table.cleanup_metadata()
-    vacuumed = table.vacuum(
-        retention_hours=retention_hours,
-        dry_run=False,
-        enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS,
-        commit_properties=CommitProperties(custom_metadata=metadata),
-    )
+    with locks.cleaning(uri):
+        table.update_incremental()
+        table.create_checkpoint()  # before the clean-up: readers load from it
+        table.cleanup_metadata()
+        vacuumed = table.vacuum(
+            retention_hours=retention_hours,
+            dry_run=False,
+            enforce_retention_duration=retention_hours >= DEFAULT_RETENTION_HOURS,
+            commit_properties=CommitProperties(custom_metadata=metadata),
+        )
     return {
         "table": name,
         "exists": True,
@@ -110,17 +118,19 @@ def apply_retention(
     predicate = retention_predicate(cutoffs, default_cutoff)
     deleted: dict[str, dict[str, Any]] = {}
     for name in (*TABLES, *SILVER_TABLES):
-        table = open_table(table_uri(lake_root, name))
-        if table is None:
+        uri = table_uri(lake_root, name)
+        if open_table(uri) is None:
             continue
-        expiring = _expiring_rows(table, cutoffs, default_cutoff)
-        if not expiring:
-            deleted[name] = {"rows_deleted": 0, "by_tenant": {}}
-            continue
-        metrics = table.delete(
-            predicate,
-            commit_properties=CommitProperties(custom_metadata={"retention": "per tenant"}),
-        )
-        rows = int(metrics.get("num_deleted_rows", 0))
-        deleted[name] = {"rows_deleted": rows, "by_tenant": expiring, **scrub_table(table)}
+        with locks.cleaning(uri):
+            table = DeltaTable(uri)  # loaded under the lock: every finished commit in view
+            expiring = _expiring_rows(table, cutoffs, default_cutoff)
+            if not expiring:
+                deleted[name] = {"rows_deleted": 0, "by_tenant": {}}
+                continue
+            metrics = table.delete(
+                predicate,
+                commit_properties=CommitProperties(custom_metadata={"retention": "per tenant"}),
+            )
+            rows = int(metrics.get("num_deleted_rows", 0))
+            deleted[name] = {"rows_deleted": rows, "by_tenant": expiring, **scrub_table(table)}
     return deleted

@@ -14,6 +14,7 @@ import duckdb
 import polars as pl
 import pyarrow.dataset as ds
 
+from lake.datasets import arrow_dataset
 from lake.schemas import TABLES
 from lake.writer import open_table, table_uri
 
@@ -28,7 +29,7 @@ def tenant_dataset(lake_root: str, name: str, tenant_id: str) -> ds.Dataset | No
     table = open_table(table_uri(lake_root, name))
     if table is None:
         return None
-    return table.to_pyarrow_dataset(file_pruning_predicate=[("tenant_id", "=", tenant)])
+    return arrow_dataset(table, file_pruning_predicate=[("tenant_id", "=", tenant)])
 
 
 def scan(lake_root: str, name: str, tenant_id: str) -> pl.LazyFrame:

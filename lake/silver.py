@@ -23,6 +23,8 @@ import pyarrow.compute as pc
 from deltalake import write_deltalake
 
 from compliance.pii import mask_pii, pseudonymize, tenant_pseudonym_key
+from lake import locks
+from lake.datasets import arrow_dataset
 from lake.maintenance import SILVER_TABLES
 from lake.schemas import (
     BRONZE_CONVERSATION_EVENTS,
@@ -83,7 +85,7 @@ def _read_days(lake_root: str, name: str, first: date, last: date) -> pa.Table |
     table = open_table(table_uri(lake_root, name))
     if table is None:
         return None
-    dataset = table.to_pyarrow_dataset()
+    dataset = arrow_dataset(table)
     day = pc.field("date")
     return dataset.to_table(filter=(day >= pa.scalar(first)) & (day <= pa.scalar(last)))
 
@@ -148,13 +150,14 @@ def events_from_bronze(bronze: pa.Table, pseudonym_key: str) -> pa.Table:
 def _replace_days(lake_root: str, name: str, rows: pa.Table, first: date, last: date) -> None:
     uri = table_uri(lake_root, name)
     predicate = f"date >= '{first.isoformat()}' AND date <= '{last.isoformat()}'"
-    if open_table(uri) is None:
-        write_deltalake(uri, rows, mode="overwrite", partition_by=PARTITION_BY)
-    else:
-        write_deltalake(
-            uri, rows, mode="overwrite", predicate=predicate, partition_by=PARTITION_BY,
-            schema_mode="merge",  # a column added to silver lands without a rebuild
-        )  # fmt: skip
+    with locks.writing(uri):  # erasure and retention never take its files for orphans
+        if open_table(uri) is None:
+            write_deltalake(uri, rows, mode="overwrite", partition_by=PARTITION_BY)
+        else:
+            write_deltalake(
+                uri, rows, mode="overwrite", predicate=predicate, partition_by=PARTITION_BY,
+                schema_mode="merge",  # a column added to silver lands without a rebuild
+            )  # fmt: skip
 
 
 def build_silver(lake_root: str, first: date, last: date, pseudonym_key: str) -> dict[str, int]:

@@ -212,8 +212,11 @@ def code_version() -> dict[str, str | None]:
     return {"package": package, "git_commit": commit}
 
 
-def training_set(settings: Settings, tenant_id: str) -> dict[str, Any]:
-    """The tenant's intent examples and labelled utterances, with their lineage."""
+def training_set(
+    settings: Settings, tenant_id: str, exclude: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The tenant's intent examples and labelled utterances, with their lineage; `exclude`:
+    label event ids left out (an erased subject's, while their erasure runs)."""
     with tenant_connection(app_database_url(settings), tenant_id, snapshot=True) as conn:
         snapshot = conn.execute("select pg_current_snapshot()::text as s").fetchone()
         intents = conn.execute("select name, language, examples from intents").fetchall()
@@ -221,6 +224,7 @@ def training_set(settings: Settings, tenant_id: str) -> dict[str, Any]:
         labels = conn.execute(
             "select event_id, intent, language from nlu_labels order by event_id"
         ).fetchall()
+        labels = [row for row in labels if row["event_id"] not in exclude]
         erasures = conn.execute(
             """select request_id from erasure_requests where status = 'completed'
                order by finished_at"""
@@ -462,3 +466,107 @@ def tenants_with_silver(settings: Settings) -> list[str]:
         rows = conn.execute("select tenant_id::text as t from tenants where status = 'active'")
         active = {row["t"] for row in rows}
     return sorted(in_lake & active)
+
+
+# --- erasure: model versions trained on a subject's labels ------------------------------
+
+WORD_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # the word vectorizer's tokens (scikit-learn's)
+
+
+def _models_root(settings: Settings, tenant_id: str) -> Path:
+    return Path(settings.lake_root) / "models" / "intents" / tenant_id
+
+
+def subject_words(texts: list[str], kept: list[str]) -> set[str]:
+    """The words of a subject's labelled texts that no text the tenant keeps has."""
+    keep = {w for text in kept for w in WORD_TOKEN.findall(text.lower())}
+    return {w for text in texts for w in WORD_TOKEN.findall(text.lower())} - keep
+
+
+def retire_models_trained_on(
+    settings: Settings, redis: Redis, tenant_id: str, event_ids: set[str], request_id: str
+) -> dict[str, Any]:
+    """Erasure: every model version that learnt from one of `event_ids` (a subject's labels)
+    is retired, its files deleted; if the live version was one, a new one is trained from
+    the training set without those labels and goes live (no gate: the old one may not
+    stay), or, if none can be trained, no version is live."""
+    from chatlake.embedded import Services
+
+    database_url = Services(settings).endpoints().database_url
+    with owner_connection(database_url) as conn:
+        rows = conn.execute(
+            """select version, artifact_uri, active, lineage from nlu_models
+               where tenant_id = %s and status <> 'retired' order by version""",
+            (tenant_id,),
+        ).fetchall()
+    doomed = [r for r in rows if set(r["lineage"].get("label_event_ids", [])) & event_ids]
+    result: dict[str, Any] = {"versions_retired": [r["version"] for r in doomed]}
+    if not doomed:
+        return result
+    live_retired = any(r["active"] for r in doomed)
+    replacement = None
+    if live_retired:
+        data = training_set(settings, tenant_id, exclude=frozenset(event_ids))
+        model = _train(data["examples"] + data["labelled"], data["entities"])
+        if model is not None:
+            lineage = {**data["lineage"], "retrained_for_erasure": request_id}
+            decision = {"passed": True, "reasons": [], "erasure": request_id}
+            replacement = _record(settings, redis, tenant_id, model, "promoted",
+                                  {"examples": lineage["examples"], "labels": lineage["labels"]},
+                                  decision, lineage)  # fmt: skip
+        result["live_retrained_as"] = replacement
+    import shutil
+
+    from psycopg.types.json import Jsonb
+
+    with owner_connection(database_url) as conn:
+        for row in doomed:
+            conn.execute(
+                """update nlu_models set status = 'retired', active = false
+                   where tenant_id = %s and version = %s""",
+                (tenant_id, row["version"]),
+            )
+            conn.execute(
+                """insert into audit_log (tenant_id, actor, action, target, detail)
+                   values (%s, 'erasure', 'nlu.retired', %s, %s)""",
+                (tenant_id, str(row["version"]), Jsonb({"erasure": request_id})),
+            )
+    for row in doomed:  # after PostgreSQL no longer points at them
+        shutil.rmtree(row["artifact_uri"], ignore_errors=True)
+    if live_retired and replacement is None:
+        redis.delete(TenantKeyspace(tenant_id).nlu_model)  # nothing live: no intent model
+    return result
+
+
+def model_traces(
+    settings: Settings, tenant_id: str, event_ids: set[str], words: set[str]
+) -> list[str]:
+    """Erasure's verification: model versions still trained on the subject's labels, and
+    model files whose vocabulary (or any other text) holds one of the subject's words."""
+    from chatlake.embedded import Services
+
+    found = []
+    if event_ids:
+        with owner_connection(Services(settings).endpoints().database_url) as conn:
+            rows = conn.execute(
+                """select version, lineage from nlu_models
+                   where tenant_id = %s and status <> 'retired'""",
+                (tenant_id,),
+            ).fetchall()
+        for row in rows:
+            if set(row["lineage"].get("label_event_ids", [])) & event_ids:
+                found.append(f"model version {row['version']} (trained on the subject's labels)")
+    root = _models_root(settings, tenant_id)
+    for path in sorted(root.rglob("*")) if words and root.exists() else []:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                terms = {t for name in data.files if name.endswith("_terms")
+                         for term in data[name].tolist() for t in str(term).split()}  # fmt: skip
+            held = terms & words
+        elif path.is_file():
+            held = {w for w in words if w in path.read_text(errors="replace").lower()}
+        else:
+            continue
+        if held:
+            found.append(f"model file {path.relative_to(root.parent)}")
+    return found

@@ -1,6 +1,7 @@
 """`chatlake pipeline run`: the lakehouse job in-process, over every day that has data (or
 the days given), as one single-run backfill, recorded in the Dagster instance under
-`$CHATLAKE_HOME/dagster` so the UI shows it."""
+`$CHATLAKE_HOME/dagster` so the UI shows it. Every run here holds the pipeline lock
+(chatlake/runlock.py): a second one, in this process or another, queues behind it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from chatlake.errors import ChatlakeError
+from chatlake.runlock import pipeline_lock
 from chatlake.settings import Settings
+
+
+def _this_command() -> str:
+    """How the waiting runs name this one: the command line's first words."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program in ("chatlake", "__main__.py"):
+        return " ".join(["chatlake", *[a for a in sys.argv[1:] if not a.startswith("-")][:2]])
+    return program
 
 
 @contextmanager
@@ -66,7 +77,15 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """The lakehouse job over the days; with `retrain`, then the intent-retraining job
     (review queues, candidates, the gate), as the nightly schedule runs it; with `bill`,
-    then the billing job over the window's months and the current one (drafts)."""
+    then the billing job over the window's months and the current one (drafts). Waits
+    for the pipeline lock first, so concurrent runs queue rather than fail."""
+    with pipeline_lock(settings.home, _this_command()):
+        return _run_pipeline(settings, first, last, retrain, bill)
+
+
+def _run_pipeline(
+    settings: Settings, first: date | None, last: date | None, retrain: bool, bill: bool
+) -> dict[str, Any]:
     os.environ.setdefault("DAGSTER_HOME", dagster_home(settings))
     from dagster import DagsterInstance
 
@@ -137,7 +156,11 @@ def run_retraining(settings: Settings) -> dict[str, Any]:
 
     from pipelines.definitions import defs
 
-    with DagsterInstance.get() as instance, _stdout_to_stderr():
+    with (
+        pipeline_lock(settings.home, _this_command()),
+        DagsterInstance.get() as instance,
+        _stdout_to_stderr(),
+    ):
         result = (
             defs()
             .resolve_job_def("intent_retraining")
@@ -171,7 +194,11 @@ def run_billing(settings: Settings, months: list[date], close: bool = False) -> 
     report: dict[str, Any] = {"run_ids": [], "success": True, "months": labels}
     job = defs().resolve_job_def("billing")
     for first, last in month_stretches(months):
-        with DagsterInstance.get() as instance, _stdout_to_stderr():
+        with (
+            pipeline_lock(settings.home, _this_command()),
+            DagsterInstance.get() as instance,
+            _stdout_to_stderr(),
+        ):
             result = job.execute_in_process(
                 instance=instance,
                 run_config=config,

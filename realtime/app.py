@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import psycopg
 import psycopg_pool
@@ -42,6 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         platform = await Platform.open(settings)
         app.state.platform = platform
+        # messages kept over their channel's budget are answered by the recovery loop too
+        platform.sender.answer_deferred = partial(channels.answer_deferred, platform)
         platform.sender.start_recovery()  # replies a stopped process left in the outbox
         # Everything loaded so far (libraries, models) lives as long as the process: keep it
         # out of the collector's full passes, which otherwise walk it every few seconds.

@@ -165,7 +165,7 @@ class RequestContextMiddleware:
                 self.log.info(
                     "request",
                     method=scope["method"],
-                    path=scope["path"],
+                    path=route_path,  # the template: a path holds conversation and user ids
                     status=status,
                     ms=round(elapsed * 1000, 2),
                 )

@@ -29,6 +29,8 @@ from realtime.engine.flows.registry import FlowRegistry
 from realtime.engine.knowledge import KnowledgeBase
 from realtime.engine.model_chain import ModelChainStore
 from realtime.engine.nlu.registry import IntentRegistry
+from realtime.gate import FailedAuth, TenantDirectory
+from realtime.outbound import url_problem
 from realtime.state import ConversationStore
 
 
@@ -63,6 +65,8 @@ class Platform:
     deliveries: Deliveries
     sender: Sender
     teams_keys: OpenIdKeys
+    tenant_directory: TenantDirectory  # unknown tenants answered without PostgreSQL
+    failed_auth: FailedAuth  # failed authentications per client address
     # what stamps messages and events: the wall clock; the demo seeder (chatlake/demo.py)
     # replays past days through the same code with it moved back
     clock: Callable[[], datetime] = field(default_factory=lambda: _utc_now)
@@ -99,7 +103,10 @@ class Platform:
             identities=Identities(pool, settings.secret("pseudonym_key")),
             deliveries=Deliveries(redis),
             sender=Sender(http, redis, channels.config),
-            teams_keys=OpenIdKeys(http),
+            # every OpenID document is fetched under the outbound-URL rules of the moment
+            teams_keys=OpenIdKeys(http, lambda url: url_problem(url, settings.allow_private_urls)),
+            tenant_directory=TenantDirectory(redis, endpoints.database_url),
+            failed_auth=FailedAuth(redis),
         )
 
     async def close(self) -> None:

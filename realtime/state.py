@@ -3,7 +3,9 @@
 Two Lua scripts carry the hot path:
 
 * `admit` authenticates the API key against the cached key entry, checks the tenant's
-  status, applies the tenant's GCRA rate limit and loads the conversation, atomically.
+  status, applies the GCRA rate limit of the message's source (the tenant's API keys, a
+  channel, a widget visitor and address: each its own budget) and loads the
+  conversation, atomically.
 * `record` writes the conversation's new state, appends the messages to the conversation,
   indexes it under the user and XADDs one event per message to the tenant's event stream,
   atomically: a reply is returned only after its events are in the stream.
@@ -30,31 +32,44 @@ from compliance.pii import subject_digest
 from realtime.engine.context import RECENT_MESSAGES
 
 ADMIT = """
+-- KEYS: tenant, api key, nlu model, then ARGV[1] rate-limit buckets, then the conversation
+-- ARGV[2..]: each bucket's cap per minute (0: the tenant's limit; else the lower of both)
 local key_id = redis.call('GET', KEYS[2])
 if not key_id then return {'miss'} end
 if key_id == '' then return {'unauthorized'} end
 local tenant = redis.call('HMGET', KEYS[1], 'status', 'rate_limit', 'routing')
 if not tenant[1] or not tenant[3] then return {'miss'} end
 if tenant[1] ~= 'active' then return {'suspended'} end
-if tonumber(ARGV[1]) > 0 then
-  -- GCRA: one message every 60/limit seconds, with a burst of a whole minute's allowance
-  local limit = tonumber(tenant[2])
+local buckets = tonumber(ARGV[1])
+if buckets > 0 then
+  -- GCRA per bucket: one message every 60/limit seconds, with a burst of a whole
+  -- minute's allowance; the message is taken only if every bucket has room for it
   local clock = redis.call('TIME')
   local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-  local interval = 60000000 / limit
-  local tat = tonumber(redis.call('GET', KEYS[3]) or now)
-  if tat < now then tat = now end
-  local new_tat = tat + interval
-  local allowed_at = new_tat - 60000000
-  if allowed_at > now then
-    return {'limited', string.format('%d', math.ceil((allowed_at - now) / 1000000))}
+  local wait = 0
+  local tats = {}
+  for i = 1, buckets do
+    local limit = tonumber(tenant[2])
+    local cap = tonumber(ARGV[i + 1])
+    if cap > 0 and cap < limit then limit = cap end
+    local interval = 60000000 / limit
+    local tat = tonumber(redis.call('GET', KEYS[3 + i]) or now)
+    if tat < now then tat = now end
+    tats[i] = tat + interval
+    local allowed_at = tats[i] - 60000000
+    if allowed_at - now > wait then wait = allowed_at - now end
   end
-  redis.call('SET', KEYS[3], string.format('%d', new_tat),
-             'PX', math.ceil((new_tat - now) / 1000) + 1000)
+  if wait > 0 then
+    return {'limited', string.format('%d', math.ceil(wait / 1000000))}
+  end
+  for i = 1, buckets do
+    redis.call('SET', KEYS[3 + i], string.format('%d', tats[i]),
+               'PX', math.ceil((tats[i] - now) / 1000) + 1000)
+  end
 end
-local nlu = redis.call('GET', KEYS[4]) or ''
-if #KEYS < 5 then return {'ok', key_id, tenant[3], nlu} end
-local conversation = redis.call('HGETALL', KEYS[5])
+local nlu = redis.call('GET', KEYS[3]) or ''
+if #KEYS < 4 + buckets then return {'ok', key_id, tenant[3], nlu} end
+local conversation = redis.call('HGETALL', KEYS[4 + buckets])
 if #conversation == 0 then return {'no_conversation', key_id, tenant[3], nlu} end
 return {'ok', key_id, tenant[3], nlu, conversation}
 """
@@ -120,6 +135,15 @@ def _decode_hash(flat: list[bytes]) -> dict[str, str]:
     return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A rate-limit bucket a message is counted against: its Redis key and its cap per
+    minute (0: the tenant's limit; otherwise the lower of the two)."""
+
+    key: str
+    cap_per_minute: int = 0
+
+
 class ConversationStore:
     def __init__(self, redis: Redis, ttl_seconds: int) -> None:
         self.redis = redis
@@ -128,13 +152,26 @@ class ConversationStore:
         self._record = redis.register_script(RECORD)
 
     async def admit(
-        self, key: ParsedKey, *, rate_limited: bool, conversation_id: str | None = None
+        self,
+        key: ParsedKey,
+        *,
+        rate_limited: bool,
+        conversation_id: str | None = None,
+        budgets: list[Budget] | None = None,
     ) -> Admission:
+        """Authenticate, rate-limit and load the conversation. A rate-limited message is
+        counted against `budgets` (default: the tenant's API budget), all or none."""
         keys = TenantKeyspace(key.tenant_id)
-        script_keys = [keys.tenant, keys.api_key(key.digest_hex), keys.rate_limit, keys.nlu_model]
+        if not rate_limited:
+            budgets = []
+        elif budgets is None:
+            budgets = [Budget(keys.rate_limit)]
+        script_keys = [keys.tenant, keys.api_key(key.digest_hex), keys.nlu_model]
+        script_keys += [budget.key for budget in budgets]
         if conversation_id is not None:
             script_keys.append(keys.conversation(conversation_id))
-        result = await self._call(self._admit, script_keys, [1 if rate_limited else 0])
+        args = [len(budgets), *(budget.cap_per_minute for budget in budgets)]
+        result = await self._call(self._admit, script_keys, args)
         status = result[0].decode()
         if status == "limited":
             return Admission(status, retry_after=max(1, int(result[1])))

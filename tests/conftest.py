@@ -15,9 +15,13 @@ from tests.utils.factories import TenantHandle, create_tenant
 
 # The longest files first: `make test` runs two workers (pytest-xdist, a file each at a
 # time), and a long file started last would leave the other worker idle at the end.
-LONGEST_FIRST = ["tests/e2e/test_up.py", "tests/integration/test_billing.py",
-                 "tests/e2e/test_erasure.py", "tests/e2e/test_retraining.py",
-                 "tests/e2e/test_bench.py", "tests/integration/test_retention.py"]  # fmt: skip
+LONGEST_FIRST = ["tests/e2e/test_up.py", "tests/e2e/test_bench.py",
+                 "tests/integration/test_billing.py", "tests/e2e/test_erasure.py",
+                 "tests/e2e/test_retraining.py", "tests/integration/test_pipeline_lock.py",
+                 "tests/e2e/test_clean_exit.py", "tests/e2e/test_supervision.py",
+                 "tests/e2e/test_compliance_jobs.py", "tests/e2e/test_erasure_models.py",
+                 "tests/integration/test_lake_faults.py",
+                 "tests/integration/test_retention.py"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

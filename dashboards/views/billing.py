@@ -9,7 +9,7 @@ from dashboards.auth import scope
 from dashboards.data import invoices
 
 st.header("Billing and invoices")
-marts = scope()
+marts = scope("billing")
 found = invoices(marts.settings, marts.tenant_id)
 if not found:
     st.info("No invoices yet: the pipeline drafts this month's invoice on its next run.")

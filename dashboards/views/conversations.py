@@ -6,7 +6,7 @@ import streamlit as st
 from dashboards.widgets import page_scope
 
 st.header("Conversations")
-marts, first, last = page_scope()
+marts, first, last = page_scope("conversations")
 statuses = st.multiselect(
     "Status", ["completed", "abandoned", "escalated"],
     default=["completed", "abandoned", "escalated"], key="statuses",

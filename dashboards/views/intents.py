@@ -6,7 +6,7 @@ import streamlit as st
 from dashboards.widgets import page_scope
 
 st.header("Intents and failure points")
-marts, first, last = page_scope()
+marts, first, last = page_scope("intents")
 intents = marts.query(
     """select intent, sum(messages)::bigint as messages,
               sum(mean_confidence * messages) / sum(messages) as mean_confidence,

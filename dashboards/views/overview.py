@@ -5,7 +5,7 @@ import streamlit as st
 from dashboards.widgets import count, millis, page_scope, percent
 
 st.header("Overview")
-marts, first, last = page_scope()
+marts, first, last = page_scope("overview")
 daily = marts.query(
     """select day, messages_in, messages_out, conversations_started,
               conversations_completed, conversations_escalated, fallback_replies,

@@ -6,7 +6,7 @@ import streamlit as st
 from dashboards.widgets import page_scope
 
 st.header("Data quality")
-marts, first, last = page_scope()
+marts, first, last = page_scope("quality")
 quality = marts.query(
     """select day, messages, user_messages, unanswered, without_intent, without_language,
               replies_without_latency, duplicate_events, pii_masked, last_message_at

@@ -6,7 +6,7 @@ import streamlit as st
 from dashboards.widgets import count, page_scope
 
 st.header("Model usage and cost")
-marts, first, last = page_scope()
+marts, first, last = page_scope("usage")
 usage = marts.query(
     """select tier, provider, model, sum(replies)::bigint as replies,
               sum(turns)::bigint as turns, sum(prompt_tokens)::bigint as prompt_tokens,

@@ -11,7 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dagster import AssetCheckExecutionContext
 
+from chatlake.runlock import pipeline_lock
 from chatlake.settings import get_settings
+from lake.datasets import arrow_dataset
 from lake.writer import open_table, table_uri
 from pipelines.common import RANGE_END_TAG, RANGE_START_TAG, LakeResource
 from pipelines.quality import (
@@ -39,7 +41,7 @@ def _silver(lake_root: str, name: str, days: tuple[date, date] | None) -> pd.Dat
     table = open_table(table_uri(lake_root, name))
     if table is None:
         return pd.DataFrame()
-    dataset = table.to_pyarrow_dataset()
+    dataset = arrow_dataset(table)
     if days is None:
         return dataset.to_table().to_pandas()
     day = pc.field("date")
@@ -48,7 +50,11 @@ def _silver(lake_root: str, name: str, days: tuple[date, date] | None) -> pd.Dat
 
 
 def _mart(name: str, days: tuple[date, date] | None) -> pd.DataFrame:
-    with duckdb.connect(str(get_settings().warehouse), read_only=True) as connection:
+    # under the pipeline lock: another run's dbt build would hold the file (chatlake/runlock.py)
+    with (
+        pipeline_lock(get_settings().home, "an asset check of the marts"),
+        duckdb.connect(str(get_settings().warehouse), read_only=True) as connection,
+    ):
         if days is None:
             return connection.sql(f"select * from {name}").df()
         return connection.execute(

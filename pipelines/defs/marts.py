@@ -13,7 +13,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from pipelines.common import DAILY, dbt_project, window
+from pipelines.common import DAILY, dbt_project, step_lock, window
 
 PROJECT = dbt_project()
 
@@ -34,4 +34,5 @@ class Translator(DagsterDbtTranslator):
 def warehouse(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
     first, last = window(context)
     days = {"min_day": first.isoformat(), "max_day": last.isoformat()}
-    yield from dbt.cli(["build", "--vars", json.dumps(days)], context=context).stream()
+    with step_lock(context):  # one run at a time writes the warehouse (chatlake/runlock.py)
+        yield from dbt.cli(["build", "--vars", json.dumps(days)], context=context).stream()

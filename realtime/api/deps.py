@@ -45,8 +45,13 @@ class TenantContext:
         return f"api_key:{self.key_id}"
 
 
-async def get_tenant(platform: PlatformDep, key: ApiKeyDep) -> TenantContext:
-    admission = await admit(platform, key)
+def client_address(request: Request) -> str | None:
+    """The caller's address (behind a proxy: as the server's proxy settings resolve it)."""
+    return request.client.host if request.client else None
+
+
+async def get_tenant(request: Request, platform: PlatformDep, key: ApiKeyDep) -> TenantContext:
+    admission = await admit(platform, key, client=client_address(request))
     assert admission.key_id is not None
     return TenantContext(tenant_id=key.tenant_id, key_id=admission.key_id)
 

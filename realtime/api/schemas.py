@@ -274,8 +274,10 @@ class ParseOut(BaseModel):
 class ModelOut(BaseModel):
     model_version: int
     active: bool
-    status: Literal["promoted", "rejected"] = Field(
-        default="promoted", description="what the promotion gate decided (API training: promoted)"
+    status: Literal["promoted", "rejected", "retired"] = Field(
+        default="promoted",
+        description="what the promotion gate decided (API training: promoted); retired: "
+        "trained on an erased subject's label, its files deleted",
     )
     gate: dict[str, Any] | None = Field(
         default=None, description="the gate's tolerances, decision and reasons"
@@ -483,8 +485,9 @@ class ErasureIn(StrictModel):
 
 class ErasureRequestOut(BaseModel):
     request_id: str
-    status: Literal["running", "completed", "failed"]
-    subject_digest: str = Field(description="SHA-256 of tenant and user id: never the id")
+    status: Literal["queued", "running", "completed", "failed"]
+    subject_digest: str = Field(description="keyed digest of tenant and user id: never the id")
+    subject_digest_scheme: str = "sha256"  # hmac-sha256 since migration 0014
     executor: Literal["dagster", "process", "cli"] | None = Field(
         default=None, description="what carries the erasure out"
     )

@@ -116,7 +116,10 @@ class ChannelStore:
         self, tenant_id: str, channel: str, body: dict[str, Any], actor: str
     ) -> dict[str, Any]:
         """Save the channel. Secrets not sent keep their stored values; a secret sent as
-        an empty string is removed."""
+        an empty string is removed. A new `api_base_url` drops every stored secret not
+        sent again in the same request (as the model chain drops a key whose endpoint
+        changed): otherwise whoever can PUT could point the sends at their own host and
+        be handed the bot token."""
         context = self._context(tenant_id, channel)
         async with tenant_transaction(self.pool, tenant_id) as conn:
             cur = await conn.execute(
@@ -128,6 +131,11 @@ class ChannelStore:
             sealed: dict[str, str] = dict(row["sealed_secrets"]) if row else {}
             enabled = bool(body.get("enabled", row["enabled"] if row else True))
             options: dict[str, Any] = dict(row["options"]) if row else {}
+            moved = "api_base_url" in body and not _same_endpoint(
+                options.get("api_base_url"), body["api_base_url"]
+            )
+            if moved:
+                sealed = {}
             for name, value in (body.get("secrets") or {}).items():
                 if value:
                     sealed[name] = self.box.seal(value, context)
@@ -166,7 +174,7 @@ class ChannelStore:
                 actor,
                 "channel.saved",
                 channel,
-                {"enabled": enabled, "secrets_set": sorted(sealed)},
+                {"enabled": enabled, "secrets_set": sorted(sealed), "endpoint_changed": moved},
             )
         self._cache.drop(f"{tenant_id}/{channel}")
         shown = await self.describe(tenant_id, channel)
@@ -189,6 +197,10 @@ class ChannelStore:
         if config is None or not secrets.compare_digest(stored.encode(), widget_key.encode()):
             return None
         return config
+
+
+def _same_endpoint(stored: str | None, sent: str | None) -> bool:
+    return (stored or "").rstrip("/") == (sent or "").rstrip("/")
 
 
 def _digest_hex(api_key: str) -> str:

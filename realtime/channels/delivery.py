@@ -11,6 +11,10 @@ order, one task per inbound message: a per-tenant-and-channel token bucket paces
 requests; 429s, 5xx, throttling codes and network errors are retried with exponential
 backoff (or the provider's Retry-After); what is still refused goes to the tenant's
 dead-letter stream with the error (`GET /v1/channels/{channel}/dead-letters`).
+
+Over budget, an inbound message is not refused (Twilio does not retry; others give up
+after a while): it is kept in the tenant's channel inbox (`defer`), and the recovery loop
+answers it once its channel's budget allows (realtime/api/routes/channels.py).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
@@ -34,7 +38,7 @@ from chatlake.keyspace import TenantKeyspace
 from realtime.channels import messenger, slack, teams, twilio, whatsapp
 from realtime.channels.base import Call, Outcome
 from realtime.channels.config import ChannelConfig, config_channel
-from realtime.channels.model import Rendered
+from realtime.channels.model import Inbound, Rendered
 from realtime.observability import CHANNEL_SENDS
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,43 @@ class Deliveries:
         """Handling failed: the provider's retry must be handled."""
         await self.redis.delete(self._key(tenant_id, channel, message_id))
 
+    async def defer(self, tenant_id: str, record: dict[str, Any]) -> None:
+        """Keep an inbound message (`inbound_record`) to be answered later."""
+        await self.redis.xadd(
+            TenantKeyspace(tenant_id).channel_inbox, {"event": orjson.dumps(record)}
+        )
+
+    async def deferred(
+        self, batch: int = 100
+    ) -> AsyncIterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+        """Each tenant with kept messages, and its oldest ones."""
+        async for raw_key in self.redis.scan_iter(match="cl:{*}:chan:inbox", count=1000):
+            stream = _text(raw_key)
+            tenant_id = stream.split("{", 1)[1].split("}", 1)[0]
+            entries: Any = await self.redis.xrange(stream, count=batch)
+            if entries:
+                yield tenant_id, [(_text(i), orjson.loads(f[b"event"])) for i, f in entries]
+
+    async def take_deferred(self, tenant_id: str, entry_id: str) -> bool:
+        """Whether this process may answer the kept message (no other is at it)."""
+        lock = TenantKeyspace(tenant_id).channel_inbox_lock(entry_id)
+        return bool(await self.redis.set(lock, "answering", nx=True, ex=PROCESSING_SECONDS))
+
+    async def release_deferred(self, tenant_id: str, entry_id: str) -> None:
+        await self.redis.delete(TenantKeyspace(tenant_id).channel_inbox_lock(entry_id))
+
+    async def finish_deferred(self, tenant_id: str, entry_id: str) -> None:
+        keys = TenantKeyspace(tenant_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xdel(keys.channel_inbox, entry_id)
+            pipe.delete(keys.channel_inbox_lock(entry_id))
+            await pipe.execute()
+
+
+def inbound_record(channel: str, inbound: Inbound) -> dict[str, Any]:
+    """A kept message: `Inbound(**record["inbound"])` gives it back."""
+    return {"channel": channel, "inbound": asdict(inbound)}
+
 
 @dataclass
 class Outgoing:
@@ -125,6 +166,9 @@ class Sender:
         self._limiters: dict[tuple[str, str], tuple[float, AsyncLimiter]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._recovery: asyncio.Task[None] | None = None
+        # answers the inbound messages kept over budget (set by the app: it needs the
+        # engine); each recovery round calls it
+        self.answer_deferred: Callable[[], Awaitable[int]] | None = None
 
     async def dispatch(self, outgoing: Outgoing) -> None:
         """Record the replies in the outbox (durable before the webhook is answered), then
@@ -172,7 +216,11 @@ class Sender:
         self._recovery = asyncio.create_task(loop())
 
     async def recover(self, stale_s: float = OUTBOX_STALE_S) -> int:
-        """Send the outbox entries older than `stale_s` that no process holds; how many."""
+        """Send the outbox entries older than `stale_s` that no process holds, and answer
+        the inbound messages kept over budget that fit the budget now; how many outbox
+        entries were taken."""
+        if self.answer_deferred is not None:
+            await self.answer_deferred()
         cutoff = int((time.time() - stale_s) * 1000)
         taken = 0
         async for raw_key in self.redis.scan_iter(match="cl:{*}:chan:outbox", count=1000):

@@ -14,7 +14,9 @@ a contact and a template become text; bots cannot react, so a reaction is not se
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -31,6 +33,7 @@ DEFAULT_LOGIN = "https://login.microsoftonline.com"
 TOKEN_SCOPE = "https://api.botframework.com/.default"
 KEYS_SECONDS = 3600.0  # how long fetched signing keys are trusted before a refetch
 REFETCH_SECONDS = 60.0  # an unknown kid refetches the keys at most this often
+FAILURE_SECONDS = 30.0  # a failed fetch is answered from memory this long: no hammering
 LEEWAY_S = 300  # the Bot Framework allows five minutes of clock skew
 MIME = {
     "image": "image/png",
@@ -41,17 +44,49 @@ MIME = {
 }
 
 
-class OpenIdKeys:
-    """The signing keys of OpenID metadata documents, fetched and cached per URL."""
+log = logging.getLogger(__name__)
+UrlCheck = Callable[[str], Awaitable[str | None]]  # why a URL may not be fetched, or None
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+
+class KeysUnavailable(SignatureError):
+    """The OpenID keys could not be fetched: one generic text for the caller (the cause,
+    which may describe the platform's network, goes to the log only)."""
+
+    def __init__(self) -> None:
+        super().__init__("the OpenID signing keys are unavailable")
+
+
+class OpenIdKeys:
+    """The signing keys of OpenID metadata documents, fetched and cached per URL. Every
+    URL fetched (the metadata's and the `jwks_uri` inside it) passes `check`, the
+    outbound-URL rules; a failure is remembered for `FAILURE_SECONDS`."""
+
+    def __init__(self, http: httpx.AsyncClient, check: UrlCheck) -> None:
         self.http = http
+        self.check = check
         self._keys: dict[str, tuple[jwt.PyJWKSet, float]] = {}
+        self._failed: dict[str, float] = {}
+
+    async def _get_json(self, url: str) -> Any:
+        problem = await self.check(url)
+        if problem:
+            raise ValueError(f"refused: {problem}")
+        # no redirects: a redirect's target would escape the check
+        response = await self.http.get(url, timeout=10, follow_redirects=False)
+        return response.raise_for_status().json()
 
     async def _fetch(self, metadata_url: str) -> jwt.PyJWKSet:
-        metadata = (await self.http.get(metadata_url, timeout=10)).raise_for_status().json()
-        jwks = (await self.http.get(metadata["jwks_uri"], timeout=10)).raise_for_status().json()
-        keys = jwt.PyJWKSet.from_dict(jwks)
+        failed = self._failed.get(metadata_url)
+        if failed is not None and time.monotonic() - failed < FAILURE_SECONDS:
+            raise KeysUnavailable()
+        try:
+            metadata = await self._get_json(metadata_url)
+            keys = jwt.PyJWKSet.from_dict(await self._get_json(str(metadata["jwks_uri"])))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, jwt.PyJWTError) as exc:
+            log.warning("the OpenID keys of %s could not be fetched: %s", metadata_url, exc)
+            self._failed[metadata_url] = time.monotonic()
+            raise KeysUnavailable() from None
+        self._failed.pop(metadata_url, None)
         self._keys[metadata_url] = (keys, time.monotonic())
         return keys
 
@@ -96,8 +131,6 @@ async def verify(
         )
     except jwt.PyJWTError as exc:
         raise SignatureError(f"the token is not valid: {exc}") from None
-    except (httpx.HTTPError, ValueError, KeyError) as exc:
-        raise SignatureError(f"the OpenID keys could not be read: {exc}") from None
     # the reply goes to the activity's serviceUrl with the bot's token: only where the
     # Bot Connector said it comes from
     service_url = str(claims.get("serviceurl", ""))

@@ -69,7 +69,9 @@ def test_patching_an_unknown_tenant_is_a_404(client, admin_headers):
 
 def test_health_readiness_and_metrics(client, tenant):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready"
+    assert {"postgres", "redis"} <= set(ready["components"])
     send(client, tenant)
     metrics = client.get("/metrics")
     assert metrics.status_code == 200

@@ -161,7 +161,7 @@ def test_the_api_accepts_an_erasure_and_reports_its_certificate(
     assert client.get(url, headers=other_tenant.headers).status_code == 404
     deadline = time.monotonic() + 300
     body = client.get(url, headers=tenant.headers).json()
-    while body["status"] == "running" and time.monotonic() < deadline:
+    while body["status"] in ("queued", "running") and time.monotonic() < deadline:
         time.sleep(1)
         body = client.get(url, headers=tenant.headers).json()
     assert body["status"] == "completed", body

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dashboards.screenshots import PAGES
 from lake.readers import scan
 from lake.schemas import MESSAGES_TABLE
 from pipelines.common import RANGE_START_TAG
@@ -87,7 +88,7 @@ def test_up_seeds_the_demo_and_runs_dagster_and_the_dashboards(tmp_path, monkeyp
         ).json()
         assert request["executor"] == "dagster" and request["run_id"], request
         deadline = time.monotonic() + 600  # behind the sensor's lakehouse run, maybe
-        while time.monotonic() < deadline and request["status"] == "running":
+        while time.monotonic() < deadline and request["status"] in ("queued", "running"):
             time.sleep(1)
             request = httpx.get(
                 f"{api}/compliance/erasure-requests/{request['request_id']}", headers=headers
@@ -192,7 +193,9 @@ def _check_the_seeded_dashboards(home, email: str, password: str, url: str, monk
         )  # fmt: skip
         assert shots.returncode == 0, (shots.stdout, shots.stderr[-2000:])
         pages = json.loads(shots.stdout)["pages"]
-        assert len(pages) == 6 and all(p["charts"] and not p["tracebacks"] for p in pages)
+        assert all(p["charts"] and not p["tracebacks"] for p in pages)
+        # the demo login is an analyst: every page but billing, which is for admins
+        assert [p["page"] for p in pages] == [t for t in PAGES if t != "Billing and invoices"]
     monkeypatch.setenv("CHATLAKE_HOME", str(home))
     get_settings.cache_clear()
     st.cache_resource.clear()
@@ -207,10 +210,12 @@ def _check_the_seeded_dashboards(home, email: str, password: str, url: str, monk
         shown = {m.label: m.value for m in app.metric}
         assert int(shown["Conversations"].replace(",", "")) >= 100, shown  # 4 days x 30
         assert shown["Days with traffic"] == "4"
-        for page in ["conversations", "intents", "usage", "billing", "quality"]:
+        for page in ["conversations", "intents", "usage", "quality"]:
             app.switch_page(f"views/{page}.py").run()
             assert not app.exception and not app.error, page
             assert app.get("vega_lite_chart"), page
+        with pytest.raises(ValueError, match="navigation page"):  # an analyst's: no billing
+            app.switch_page("views/billing.py")
     finally:
         get_settings.cache_clear()
         st.cache_resource.clear()

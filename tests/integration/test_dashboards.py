@@ -1,7 +1,8 @@
 """The dashboards through Streamlit's AppTest, against the real stores and marts: users of
-two tenants see their own figures only (equal to the marts), every page renders with
-charts, and a wrong password, a missing or wrong TOTP code, a locked account and a forged
-tenant parameter are refused."""
+two tenants see their own figures only (equal to the marts), every page their role may see
+renders with charts (billing for admins only), and a wrong password, a missing or wrong
+TOTP code (one answer for both), a locked account, a suspended tenant (at sign-in and in an
+open session) and a forged tenant parameter are refused."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 from bench.pipeline import generate_day, write_bronze
 from chatlake.secrets import secret_box
 from chatlake.settings import get_settings
-from chatlake.users import MAX_FAILURES, create_user
+from chatlake.users import MAX_FAILURES, REFUSED, create_user
 from dashboards.data import ScopeError, TenantMarts
 from pipelines.run import run_pipeline
 from tests.utils.factories import create_tenant
@@ -115,6 +116,8 @@ def test_each_tenant_sees_its_own_figures_on_every_page(two_tenants):
         assert metrics(app) == marts_figures(settings, tenant.tenant_id)
         assert app.get("vega_lite_chart"), "the overview has charts"
         for page in PAGES:
+            if user is analyst and page == "views/billing.py":
+                continue  # not an analyst's (test_an_analyst_cannot_open_billing)
             app.switch_page(page).run()
             assert not app.exception, (page, [e.value for e in app.exception])
             assert not app.error, (page, [e.value for e in app.error])
@@ -141,7 +144,7 @@ def test_sign_in_refuses_wrong_passwords_missing_codes_and_locks_out(two_tenants
     assert [e.value for e in unknown.error] == ["wrong email, password or code"]
 
     no_code = sign_in(admin["email"], admin["password"])
-    assert "code from the authenticator app" in no_code.error[0].value and not no_code.metric
+    assert [e.value for e in no_code.error] == [REFUSED] and not no_code.metric
     bad_code = sign_in(admin["email"], admin["password"], "000000")
     assert bad_code.error and not bad_code.metric
     secret = pyotp.parse_uri(admin["totp_uri"]).secret
@@ -175,6 +178,8 @@ def test_a_forged_tenant_parameter_is_refused(two_tenants):
         assert app.error and app.error[0].value.startswith("Refused"), name
         assert not app.metric and not app.dataframe
         for page in PAGES[1:]:
+            if page == "views/billing.py":
+                continue  # not an analyst's page
             app.switch_page(page).run()
             assert app.error and not app.dataframe and not app.metric, page
         del app.query_params[name]
@@ -192,3 +197,77 @@ def test_queries_cannot_name_a_mart_directly(settings):
         marts.query("select * from {messages} union all select * from FCT_MESSAGES")
     with pytest.raises(ValueError):
         TenantMarts(settings, "' or 1=1 --")
+
+
+def shown(app: AppTest) -> list[tuple[str, object]]:
+    """Every element the page shows, in order: its value, or a field's label (what was
+    typed into it differs)."""
+    found: list[tuple[str, object]] = []
+    for element in app.main:
+        if element.type == "text_input" or getattr(element, "value", None) is None:
+            found.append((element.type, getattr(element, "label", None)))
+        else:
+            found.append((element.type, element.value))
+    return found
+
+
+def test_a_wrong_password_and_a_right_one_without_the_code_look_the_same(two_tenants):
+    _, _, (_, admin) = two_tenants
+    wrong = sign_in(admin["email"], "not-the-password")
+    right_without_code = sign_in(admin["email"], admin["password"])
+    assert [e.value for e in wrong.error] == [REFUSED]
+    assert shown(wrong) == shown(right_without_code)
+    labels = [t.label for t in right_without_code.text_input]
+    assert labels == [t.label for t in AppTest.from_file(APP, default_timeout=60).run().text_input]
+
+
+def test_an_analyst_cannot_open_billing(two_tenants):
+    from chatlake.users import SignedIn
+    from dashboards.auth import USER
+
+    _, (_, analyst), _ = two_tenants
+    app = sign_in(analyst["email"], analyst["password"])
+    assert metrics(app)  # signed in, on the overview
+    with pytest.raises(ValueError, match="navigation page"):  # not in the analyst's menu
+        app.switch_page("views/billing.py")
+    # and the page itself refuses an analyst's session, however it is reached
+    page = AppTest.from_file(str(Path(APP).parent / "views" / "billing.py"), default_timeout=60)
+    page.session_state[USER] = app.session_state[USER]
+    assert isinstance(page.session_state[USER], SignedIn)
+    page.run()
+    assert not page.exception and not page.metric and not page.get("download_button")
+    assert page.error and page.error[0].value.startswith("Refused")
+
+
+def test_a_suspended_tenant_cannot_sign_in_and_its_open_sessions_end(
+    two_tenants, client, admin_headers, endpoints, monkeypatch
+):
+    from dashboards import auth
+
+    settings = get_settings()
+    tenant = create_tenant(client, admin_headers)
+    user = create_user(endpoints.database_url, secret_box(settings), tenant.tenant_id,
+                       f"sus-{uuid4().hex[:8]}@s.test", "analyst")  # fmt: skip
+    opened = sign_in(user["email"], user["password"])
+    assert "chatlake_user" in opened.session_state and not opened.error
+
+    def suspend(status: str) -> None:
+        answer = client.patch(
+            f"/v1/tenants/{tenant.tenant_id}", json={"status": status}, headers=admin_headers
+        )
+        assert answer.status_code == 200, answer.text
+
+    suspend("suspended")
+    try:
+        refused = sign_in(user["email"], user["password"])
+        assert "suspended" in refused.error[0].value
+        assert "chatlake_user" not in refused.session_state
+        # the open session: re-checked on its next run once the interval passed
+        monkeypatch.setattr(auth, "RECHECK_SECONDS", 0.0)
+        opened.run()
+        assert "chatlake_user" not in opened.session_state
+        assert opened.text_input(key="password") is not None  # back at the sign-in form
+        assert any("session ended" in w.value for w in opened.warning)
+    finally:
+        suspend("active")
+    assert not sign_in(user["email"], user["password"]).error

@@ -65,3 +65,45 @@ def test_endless_next_cycles_are_refused():
         "states": {"a": {"next": "b"}, "b": {"slot": {"name": "s", "prompt": "?"}, "next": "a"}},
     }
     validate_flow(waits)
+
+
+def test_a_say_of_many_slots_cannot_blow_up_one_long_answer():
+    flow = {
+        "start": "entry",
+        "states": {
+            "entry": {"transitions": [{"to": "ask"}]},
+            "ask": {"slot": {"name": "x", "prompt": "?"}, "next": "echo"},
+            "echo": {"say": "{x}" * 1300, "end": True},
+        },
+    }
+    validate_flow(flow)
+    asked = run_step(flow, None, 1, None, Message("go", None, None, []), chain)
+    assert asked.texts == ["?"]
+    answer = Message("y" * 8000, None, None, [])
+    echoed = run_step(flow, asked.state, 1, None, answer, chain)
+    # uncapped: 1300 copies of the 8000-character answer, 10 MB for one message
+    assert len(echoed.texts[0]) <= 8192
+
+
+def test_patterns_run_on_re2_and_one_re2_cannot_run_matches_nothing():
+    flow = {
+        "start": "entry",
+        "states": {
+            "entry": {
+                "transitions": [
+                    {"when": {"pattern": r"(a)\1"}, "to": "never"},  # published before checks
+                    {"when": {"pattern": "^(a+)+$"}, "to": "as"},
+                ]
+            },
+            "never": {"say": "backreference", "end": True},
+            "as": {"say": "only a's", "end": True},
+        },
+    }
+    with pytest.raises(FlowInvalid) as refused:
+        validate_flow(flow)
+    assert refused.value.problems[0]["path"] == "$.states.entry.transitions[0].when.pattern"
+    assert "RE2" in refused.value.problems[0]["problem"]
+    step = run_step(flow, None, 1, None, Message("AAAA", None, None, []), chain)
+    assert step.texts == ["only a's"]  # case-insensitive, as before
+    slow = run_step(flow, None, 1, None, Message("a" * 5000 + "!", None, None, []), chain)
+    assert slow.texts == ["(chain)"]  # no match, and no backtracking

@@ -6,10 +6,19 @@ own API key: admitted, rate-limited, answered, streamed into the lake with their
 the replies are rendered for the channel and sent through its API after the webhook is
 answered (realtime/channels/delivery.py). A refused webhook changes nothing and is counted
 on /metrics (`chatlake_channel_webhooks_refused_total`).
+
+One source of messages must not starve another: each channel's webhooks have a rate-limit
+budget of their own, and the web widget (whose key is public) is limited per channel,
+per visitor and per client address. A provider's message over its channel's budget is
+acknowledged (providers such as Twilio do not retry) and kept in the tenant's channel
+inbox; the recovery loop answers it once the budget allows. A webhook URL naming a tenant
+that does not exist is answered from Redis (realtime/gate.py), without PostgreSQL.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,22 +35,30 @@ from pydantic import BaseModel, Field, ValidationError
 
 from chatlake.keyspace import TenantKeyspace
 from chatlake.secrets import SecretError
-from realtime.api.deps import PlatformDep, TenantDep
+from realtime.api.deps import PlatformDep, TenantDep, client_address
 from realtime.api.errors import ApiError
 from realtime.api.routes.messages import converse
 from realtime.api.schemas import MessageIn, StrictModel, error_responses
+from realtime.auth import too_many_failures
 from realtime.channels import messenger, signatures, slack, teams, twilio, web, whatsapp
 from realtime.channels.base import PayloadError
 from realtime.channels.config import SECRETS, WEBHOOK_CHANNELS, ChannelConfig, config_channel
-from realtime.channels.delivery import Outgoing, dead_letters
+from realtime.channels.delivery import Outgoing, dead_letters, inbound_record
 from realtime.channels.model import Inbound, Rendered, as_text
 from realtime.observability import CHANNEL_DUPLICATES, CHANNEL_REFUSED
 from realtime.outbound import url_problem
 from realtime.platform import Platform
+from realtime.state import Budget
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["channels"])
 ERRORS = error_responses(401, 404, 422)
 RECEIPTS = ("status", "typing", "reaction")  # acknowledged, never answered
+# The web widget's key is public and its Origin header is the caller's to set: besides the
+# web channel's own budget, each visitor and each client address gets at most this many
+# messages a minute (or the tenant's limit, if lower).
+WIDGET_VISITOR_PER_MINUTE = 20
+WIDGET_ADDRESS_PER_MINUTE = 60
 RENDERERS = {
     "whatsapp": whatsapp.render,
     "messenger": messenger.render,
@@ -225,8 +242,11 @@ def _refused(channel: str, reason: str, status: int, message: str) -> ApiError:
     return ApiError(status, message, code=f"channel_{reason}")
 
 
-async def _config(platform: Platform, channel: str, tenant_id: str) -> ChannelConfig:
-    """The channel's configuration, or the request refused (and counted)."""
+async def _config(
+    platform: Platform, channel: str, tenant_id: str, client: str | None = None
+) -> ChannelConfig:
+    """The channel's configuration, or the request refused (and counted). A tenant the
+    directory does not know is refused from Redis alone, and counted against `client`."""
     if channel not in WEBHOOK_CHANNELS and channel != "web":
         raise _refused(
             channel if channel in SECRETS else "unknown", "unknown", 404, f"no channel {channel!r}"
@@ -235,6 +255,12 @@ async def _config(platform: Platform, channel: str, tenant_id: str) -> ChannelCo
         tenant_id = str(UUID(tenant_id))  # one spelling: the keys and contexts depend on it
     except ValueError:
         raise _refused(channel, "not_configured", 404, "no such tenant or channel") from None
+    if await platform.tenant_directory.exists(tenant_id) is False:
+        wait = await platform.failed_auth.blocked(client)
+        if wait:
+            raise too_many_failures(wait)
+        await platform.failed_auth.failed(client)
+        raise _refused(channel, "not_configured", 404, "no such tenant or channel")
     try:
         config = await platform.channels.config(tenant_id, channel)
     except SecretError:
@@ -279,7 +305,7 @@ async def webhook_handshake(
     """Meta's verify handshake (WhatsApp, Messenger); the web widget's conversation."""
     if channel == "web":
         return await _web_history(request, tenant_id, platform)
-    config = await _config(platform, channel, tenant_id)
+    config = await _config(platform, channel, tenant_id, client_address(request))
     if channel not in ("whatsapp", "messenger"):
         raise ApiError(405, f"the {channel} webhook takes POST only", code="method_not_allowed")
     params = request.query_params
@@ -296,7 +322,7 @@ async def webhook_handshake(
 
 @router.options("/channels/web/{tenant_id}", include_in_schema=False)
 async def web_preflight(tenant_id: str, request: Request, platform: PlatformDep) -> Response:
-    config = await _config(platform, "web", tenant_id)
+    config = await _config(platform, "web", tenant_id, client_address(request))
     origin = _allowed_origin(config, request)
     return Response(
         status_code=204,
@@ -315,7 +341,7 @@ async def webhook(
 ) -> Response:
     """A channel's webhook: verified, then each message answered through the engine."""
     started = time.perf_counter()
-    config = await _config(platform, channel, tenant_id)
+    config = await _config(platform, channel, tenant_id, client_address(request))
     raw = await request.body()
     match channel:
         case "whatsapp" | "messenger":
@@ -381,15 +407,15 @@ async def webhook(
             if channel == "twilio-voice":
                 return await _voice(platform, config, request, dict(params), started)
             inbounds = _parsed(channel, lambda: twilio.parse_sms(dict(params)))
-            await _handle(platform, config, channel, inbounds, started)
+            await _handle(platform, config, channel, inbounds, started)  # answered or kept
             return Response(twilio.EMPTY_TWIML, media_type="text/xml")
         case _:  # web: the widget posts through its own route below
             return await _web_message(request, config, raw, platform, started)
-    handled = await _handle(platform, config, channel, inbounds, started)
-    return Response(
-        orjson.dumps({"received": len(inbounds), "answered": handled}),
-        media_type="application/json",
-    )
+    handled, deferred = await _handle(platform, config, channel, inbounds, started)
+    body: dict[str, Any] = {"received": len(inbounds), "answered": handled}
+    if deferred:
+        body["deferred"] = deferred  # over the channel's budget: answered a little later
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 def _parsed(channel: str, parse: Any) -> list[Inbound]:
@@ -407,8 +433,12 @@ async def _answer(
     inbound: Inbound,
     started: float,
     render: Any,
+    budgets: list[Budget] | None = None,
 ) -> tuple[dict[str, Any], list[Rendered], str]:
-    """One message through the engine, continuing the user's latest conversation."""
+    """One message through the engine, continuing the user's latest conversation, counted
+    against `budgets` (default: the channel's own)."""
+    if budgets is None:
+        budgets = [_channel_budget(config.tenant_id, channel)]
     user_id = await platform.identities.resolve(config.tenant_id, channel, inbound.sender)
     latest = await platform.store.latest_conversation(config.tenant_id, user_id)
     if latest and inbound.type == "text" and NUMBER.match(inbound.text):
@@ -431,15 +461,38 @@ async def _answer(
             422, f"the message cannot be taken: {exc.errors()[0]['msg']}", code="validation_error"
         ) from None
     try:
-        result, rendered = await converse(platform, config.key, body, started, render)
+        result, rendered = await converse(
+            platform, config.key, body, started, render, budgets=budgets
+        )
     except ApiError as exc:
         if exc.status != 404 or body.conversation_id is None:
             raise
         # the latest conversation expired meanwhile: a new one starts
         body = body.model_copy(update={"conversation_id": None})
-        result, rendered = await converse(platform, config.key, body, started, render)
+        result, rendered = await converse(
+            platform, config.key, body, started, render, budgets=budgets
+        )
     await _remember_choices(platform, config.tenant_id, result, rendered)
     return result, rendered, user_id
+
+
+def _channel_budget(tenant_id: str, channel: str) -> Budget:
+    """A channel's webhooks share one budget (twilio-voice counts as twilio)."""
+    return Budget(TenantKeyspace(tenant_id).source_rate_limit(f"chan:{config_channel(channel)}"))
+
+
+def _widget_budgets(tenant_id: str, visitor_id: str, address: str | None) -> list[Budget]:
+    keys = TenantKeyspace(tenant_id)
+    budgets = [
+        _channel_budget(tenant_id, "web"),
+        Budget(keys.source_rate_limit(f"web:visitor:{visitor_id}"), WIDGET_VISITOR_PER_MINUTE),
+    ]
+    if address:
+        digest = hashlib.sha256(address.encode()).hexdigest()[:32]
+        budgets.append(
+            Budget(keys.source_rate_limit(f"web:addr:{digest}"), WIDGET_ADDRESS_PER_MINUTE)
+        )
+    return budgets
 
 
 NUMBER = re.compile(r"^\s*(\d{1,2})\s*[.)]?\s*$")
@@ -462,10 +515,23 @@ async def _remember_choices(
     if offered is None:
         return
     key = TenantKeyspace(tenant_id).conversation(result["conversation_id"])
-    count = await platform.redis.hget(key, "message_count")
-    # valid while no other message came: the conversation's count must still be this one
-    kept = {"message_count": int(count or 0), "choices": offered}
-    await platform.redis.hset(key, "choices", orjson.dumps(kept))
+    await platform.redis.eval(
+        REMEMBER_CHOICES, 1, key, orjson.dumps(offered), platform.store.ttl_seconds
+    )
+
+
+# Atomically, and only into a conversation that still exists: an erasure (or the TTL) may
+# have removed it since the turn, and a bare HSET would bring it back, without a TTL.
+# The choices are valid while no other message came: the conversation's count must still
+# be the one they were offered at.
+REMEMBER_CHOICES = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local count = tonumber(redis.call('HGET', KEYS[1], 'message_count') or '0') or 0
+redis.call('HSET', KEYS[1], 'choices',
+           '{"message_count":' .. string.format('%d', count) .. ',"choices":' .. ARGV[1] .. '}')
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
 
 
 async def _numbered_choice(
@@ -524,31 +590,69 @@ async def _handle(
     channel: str,
     inbounds: list[Inbound],
     started: float,
-) -> int:
-    """Answer each new message; skip the ones handled before; send the replies."""
-    answered = 0
+) -> tuple[int, int]:
+    """Answer each new message; skip the ones handled before; send the replies. A message
+    over the channel's budget is kept in the inbox for the recovery loop. How many were
+    answered, and how many kept."""
+    answered = deferred = 0
     for inbound in inbounds:
         if inbound.type in RECEIPTS or not inbound.sender or _elsewhere(config, inbound):
             continue
         async with _once(platform, config.tenant_id, channel, inbound.message_id) as new:
             if not new:
                 continue
-            result, rendered, user_id = await _answer(
-                platform,
-                config,
-                channel,
-                inbound,
-                started,
-                _safe(RENDERERS[config_channel(channel)]),
-            )
-            # the replies in the outbox before the delivery is marked done (when the block
-            # ends): from then on the provider's retry is skipped
-            await platform.sender.dispatch(
-                Outgoing(
-                    config, channel, inbound.address, rendered, user_id, result["conversation_id"]
-                )
-            )
+            try:
+                await _answer_and_send(platform, config, channel, inbound, started)
+            except ApiError as exc:
+                if exc.status != 429:
+                    raise
+                # kept before the delivery is marked done (when the block ends): the
+                # provider's retry is skipped from then on, and nothing is lost
+                await platform.deliveries.defer(config.tenant_id, inbound_record(channel, inbound))
+                deferred += 1
+                continue
             answered += 1
+    return answered, deferred
+
+
+async def _answer_and_send(
+    platform: Platform, config: ChannelConfig, channel: str, inbound: Inbound, started: float
+) -> None:
+    result, rendered, user_id = await _answer(
+        platform, config, channel, inbound, started, _safe(RENDERERS[config_channel(channel)])
+    )
+    # the replies in the outbox before the delivery is marked done: from then on the
+    # provider's retry is skipped
+    await platform.sender.dispatch(
+        Outgoing(config, channel, inbound.address, rendered, user_id, result["conversation_id"])
+    )
+
+
+async def answer_deferred(platform: Platform) -> int:
+    """Answer the channel messages kept over budget, oldest first per tenant, as far as
+    the budgets allow now; the rest wait for the next round. How many were answered."""
+    answered = 0
+    async for tenant_id, entries in platform.deliveries.deferred():
+        for entry_id, record in entries:
+            if not await platform.deliveries.take_deferred(tenant_id, entry_id):
+                break  # another process is answering this tenant's inbox
+            channel, inbound = record["channel"], Inbound(**record["inbound"])
+            config = await platform.channels.config(tenant_id, config_channel(channel))
+            try:
+                if config is None or not config.enabled:
+                    log.warning("deferred %s message dropped: channel gone", channel)
+                else:
+                    await _answer_and_send(platform, config, channel, inbound, time.perf_counter())
+                    answered += 1
+            except ApiError as exc:
+                if exc.status in (409, 429, 503):  # later: over budget, erasing, busy
+                    await platform.deliveries.release_deferred(tenant_id, entry_id)
+                    break
+                log.warning("deferred %s message refused: %s", channel, exc)
+            except BaseException:
+                await platform.deliveries.release_deferred(tenant_id, entry_id)
+                raise
+            await platform.deliveries.finish_deferred(tenant_id, entry_id)
     return answered
 
 
@@ -652,7 +756,10 @@ async def _web_message(
         )
     inbound = Inbound(message.visitor_id, "", message.type, message.text, payload=message.payload)
     try:
-        result, _, _ = await _answer(platform, config, "web", inbound, started, _safe(web.render))
+        budgets = _widget_budgets(config.tenant_id, message.visitor_id, client_address(request))
+        result, _, _ = await _answer(
+            platform, config, "web", inbound, started, _safe(web.render), budgets
+        )
     except ApiError as exc:
         exc.headers = {**(exc.headers or {}), **_cors(origin)}
         raise
@@ -661,7 +768,7 @@ async def _web_message(
 
 
 async def _web_history(request: Request, tenant_id: str, platform: Platform) -> Response:
-    config = await _config(platform, "web", tenant_id)
+    config = await _config(platform, "web", tenant_id, client_address(request))
     origin = _widget(config, request)
     visitor = request.query_params.get("visitor_id", "")
     if not web.VISITOR_ID.match(visitor):

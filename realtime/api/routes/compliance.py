@@ -1,83 +1,108 @@
-"""Erasure requests (GDPR art. 17): accepted at once, carried out out of band.
+"""Erasure requests (GDPR art. 17) and subject exports (arts. 15 and 20): accepted at once,
+queued, carried out out of band.
 
-`POST` records the request (the subject only as a digest) and launches the `erase_subject`
-Dagster job, or a `chatlake erase` process when no Dagster webserver is configured
-(compliance/requests.py), which erases, verifies and stores the certificate; `GET`
-reports the status, what carries it out, and, once done, the certificate. The user id
-never reaches a file or a table in the clear.
+A request is recorded in PostgreSQL (the subject only as a keyed digest) with its job in
+`compliance_jobs`, and launched: an erasure as the `erase_subject` Dagster job, or a
+`chatlake erase` process when no Dagster webserver is configured; an export as a
+`chatlake export` process. Either waits queued while another erasure or export of the
+tenant runs or the platform's slots are taken (compliance/jobs.py). The subject reaches
+them sealed, never on a command line or in a run configuration in the clear. A request
+beyond the tenant's or the platform's bound of queued and running jobs is a 429
+`too_many_compliance_jobs` (with Retry-After) that records and starts nothing.
+
+This module imports no lake library: the API process never reads the lake for them.
+An export's bundle is written by its job as it reads, and served from the file, streamed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Header, Response, status
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
 
 from chatlake.db import tenant_transaction
 from chatlake.tenants import record_audit
-from compliance.pii import subject_digest
-from compliance.requests import launch_erasure
+from compliance.jobs import (
+    INSERT_JOB,
+    TooManyJobs,
+    admit,
+    bundle_path,
+    digest,
+    launch_erasure,
+    launch_process,
+)
 from realtime.api.deps import PlatformDep, TenantDep
 from realtime.api.errors import ApiError
 from realtime.api.schemas import ErasureIn, ErasureRequestOut, error_responses
 
 router = APIRouter(prefix="/v1/compliance", tags=["compliance"])
 
+# How long `POST /v1/compliance/exports` waits for a small export to finish so it can
+# answer with the bundle itself (the form it had before exports became jobs); a longer
+# one, or a request with `Prefer: respond-async`, is answered 202 with its request id.
+EXPORT_WAIT_SECONDS = 60.0
+POLL_SECONDS = 0.25
+
+
+class ExportOut(BaseModel):
+    request_id: str
+    status: str = Field(description="queued | running | completed | failed")
+    subject_digest: str = Field(description="keyed digest of tenant and user id: never the id")
+    subject_digest_scheme: str
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    error: str | None = None
+    bundle_url: str | None = Field(default=None, description="GET it once status is completed")
+
 
 @router.post(
     "/erasure-requests",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ErasureRequestOut,
-    responses=error_responses(401, 422),
+    responses=error_responses(401, 422, 429),
 )
 async def request_erasure(
     body: ErasureIn, tenant: TenantDep, platform: PlatformDep
 ) -> ErasureRequestOut:
     request_id = uuid.uuid4().hex
-    digest = subject_digest(tenant.tenant_id, body.user_id)
+    subject = digest(platform.settings, tenant.tenant_id, body.user_id)
     async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
+        await _admit(conn, platform, tenant.tenant_id)
         await conn.execute(
-            """insert into erasure_requests (request_id, tenant_id, subject_digest, status,
-                                             requested_by)
-               values (%s, %s, %s, 'running', %s)""",
-            (request_id, tenant.tenant_id, digest, tenant.actor),
+            """insert into erasure_requests (request_id, tenant_id, subject_digest,
+                                             subject_digest_scheme, status, requested_by)
+               values (%s, %s, %s, %s, 'queued', %s)""",
+            (request_id, tenant.tenant_id, *subject, tenant.actor),
         )
+        await conn.execute(
+            INSERT_JOB,
+            (request_id, tenant.tenant_id, "erasure", *subject, tenant.actor, None),
+        )
+        await record_audit(conn, tenant.tenant_id, tenant.actor, "compliance.erasure.requested",
+                           request_id, _digest_detail(subject))  # fmt: skip
     launched = await asyncio.to_thread(
         launch_erasure, platform.settings, platform.redis_sync, tenant.tenant_id,
         body.user_id, tenant.actor, request_id,
     )  # fmt: skip
     async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
-        await conn.execute(
-            "update erasure_requests set executor = %s, run_id = %s where request_id = %s",
-            (launched["executor"], launched["run_id"], request_id),
-        )
+        for table, key in (("erasure_requests", "request_id"), ("compliance_jobs", "job_id")):
+            await conn.execute(
+                f"update {table} set executor = %s, run_id = %s where {key} = %s",
+                (launched["executor"], launched["run_id"], request_id),
+            )
     return ErasureRequestOut(
-        request_id=request_id, status="running", subject_digest=digest, **launched
-    )
-
-
-@router.post(
-    "/exports",
-    response_class=Response,
-    responses={200: {"content": {"application/zip": {}}}, **error_responses(401, 422)},
-)
-async def export_subject_bundle(body: ErasureIn, tenant: TenantDep, platform: PlatformDep) -> Any:
-    """Everything held about one user (GDPR art. 15 and 20): a zip of subject.json and
-    Parquet files of their lake rows."""
-    from compliance.export import export_subject
-
-    digest = subject_digest(tenant.tenant_id, body.user_id)
-    data = await asyncio.to_thread(
-        export_subject, platform.settings, platform.redis_sync, tenant.tenant_id, body.user_id
-    )
-    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
-        detail = {"subject_digest": digest}
-        await record_audit(conn, tenant.tenant_id, tenant.actor, "compliance.export", None, detail)
-    name = f"subject-{digest[:12]}.zip"
-    return Response(data, media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+        request_id=request_id, status="queued", subject_digest=subject[0],
+        subject_digest_scheme=subject[1], **launched,
+    )  # fmt: skip
 
 
 @router.get(
@@ -88,8 +113,8 @@ async def export_subject_bundle(body: ErasureIn, tenant: TenantDep, platform: Pl
 async def get_erasure(request_id: str, tenant: TenantDep, platform: PlatformDep) -> Any:
     async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
         cur = await conn.execute(
-            """select request_id, status, subject_digest, executor, run_id, created_at,
-                      finished_at, certificate
+            """select request_id, status, subject_digest, subject_digest_scheme, executor,
+                      run_id, created_at, finished_at, certificate
                  from erasure_requests where request_id = %s""",
             (request_id,),
         )
@@ -97,3 +122,105 @@ async def get_erasure(request_id: str, tenant: TenantDep, platform: PlatformDep)
     if row is None:
         raise ApiError(404, "no such erasure request")
     return ErasureRequestOut(**row)
+
+
+@router.post(
+    "/exports",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "the bundle (small exports)"},
+        202: {"model": ExportOut, "description": "queued or running: GET it by request_id"},
+        **error_responses(401, 422, 429),
+    },
+)
+async def request_export(
+    body: ErasureIn,
+    tenant: TenantDep,
+    platform: PlatformDep,
+    prefer: Annotated[str | None, Header(description="`respond-async`: answer 202 at once")] = None,
+) -> Response:
+    """Everything held about one user: a zip of subject.json and Parquet files of their
+    lake rows, made by a queued job. Answered with the bundle if the job finishes within
+    a minute (and `Prefer: respond-async` is not sent), else 202 with the request id."""
+    request_id = uuid.uuid4().hex
+    subject = digest(platform.settings, tenant.tenant_id, body.user_id)
+    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
+        await _admit(conn, platform, tenant.tenant_id)
+        await conn.execute(
+            INSERT_JOB,
+            (request_id, tenant.tenant_id, "export", *subject, tenant.actor, None),
+        )
+        await record_audit(conn, tenant.tenant_id, tenant.actor, "compliance.export.requested",
+                           request_id, _digest_detail(subject))  # fmt: skip
+    launched = await asyncio.to_thread(
+        launch_process, platform.settings, platform.redis_sync, "export", tenant.tenant_id,
+        body.user_id, tenant.actor, request_id,
+    )  # fmt: skip
+    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
+        await conn.execute(
+            "update compliance_jobs set executor = %s, run_id = %s where job_id = %s",
+            (launched["executor"], launched["run_id"], request_id),
+        )
+    job = await _export(platform, tenant.tenant_id, request_id)
+    if "respond-async" not in (prefer or "").lower():
+        deadline = time.monotonic() + EXPORT_WAIT_SECONDS
+        while job.status in ("queued", "running") and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+            job = await _export(platform, tenant.tenant_id, request_id)
+        if job.status == "completed":
+            return _bundle(platform, tenant.tenant_id, job)
+    return JSONResponse(job.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.get("/exports/{request_id}", response_model=ExportOut, responses=error_responses(401, 404))
+async def get_export(request_id: str, tenant: TenantDep, platform: PlatformDep) -> ExportOut:
+    return await _export(platform, tenant.tenant_id, request_id)
+
+
+@router.get(
+    "/exports/{request_id}/bundle",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}, **error_responses(401, 404, 409)},
+)
+async def get_export_bundle(request_id: str, tenant: TenantDep, platform: PlatformDep) -> Response:
+    """The bundle, streamed from the file its job wrote."""
+    job = await _export(platform, tenant.tenant_id, request_id)
+    if job.status != "completed":
+        raise ApiError(409, f"the export is {job.status}", code="export_not_ready")
+    return _bundle(platform, tenant.tenant_id, job)
+
+
+async def _admit(conn: Any, platform: Any, tenant_id: str) -> None:
+    try:
+        await admit(conn, platform.settings, tenant_id)
+    except TooManyJobs as exc:  # the transaction rolls back: nothing recorded
+        raise ApiError(429, str(exc), code="too_many_compliance_jobs",
+                       headers={"Retry-After": str(exc.retry_after)}) from None  # fmt: skip
+
+
+def _digest_detail(subject: tuple[str, str]) -> dict[str, str]:
+    return {"subject_digest": subject[0], "subject_digest_scheme": subject[1]}
+
+
+async def _export(platform: Any, tenant_id: str, request_id: str) -> ExportOut:
+    async with tenant_transaction(platform.pool, tenant_id) as conn:
+        cur = await conn.execute(
+            """select job_id as request_id, status, subject_digest, subject_digest_scheme,
+                      created_at, started_at, finished_at, error,
+                      (result->>'bytes')::bigint as bytes, result->>'sha256' as sha256
+                 from compliance_jobs where job_id = %s and kind = 'export'""",
+            (request_id,),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise ApiError(404, "no such export")
+    url = f"/v1/compliance/exports/{request_id}/bundle" if row["status"] == "completed" else None
+    return ExportOut(**row, bundle_url=url)
+
+
+def _bundle(platform: Any, tenant_id: str, job: ExportOut) -> Response:
+    path = bundle_path(platform.settings, tenant_id, job.request_id)
+    if not path.exists():  # erased with its subject since
+        raise ApiError(404, "the export's bundle is gone (its subject was erased)")
+    name = f"subject-{job.subject_digest[:12]}.zip"
+    return FileResponse(path, media_type="application/zip", filename=name)

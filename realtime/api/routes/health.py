@@ -1,15 +1,18 @@
-"""Liveness, readiness (the stores answer) and Prometheus metrics."""
+"""Liveness, readiness (the stores answer; how each component of `chatlake up` is) and
+Prometheus metrics."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from chatlake.launcher import read_status
 from lake.streams import stream_status
 from realtime.api.deps import PlatformDep
-from realtime.api.errors import error_response
 from realtime.observability import ingest_registry, metrics_payload
 
 router = APIRouter(tags=["health"])
@@ -22,6 +25,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(platform: PlatformDep) -> Response:
+    """Ready when the stores answer (else 503); `components` says how each part is: the
+    stores as this process reaches them, and, under `chatlake up`, each process it
+    supervises (`down` while one waits to be restarted) as `up` last wrote it."""
+
     async def postgres() -> None:
         async with platform.pool.connection(timeout=2) as conn:
             await conn.execute("select 1")
@@ -33,9 +40,23 @@ async def readyz(platform: PlatformDep) -> Response:
     failing = [
         name for name, r in zip(checks, results, strict=True) if isinstance(r, BaseException)
     ]
+    components: dict[str, Any] = read_status(platform.settings) or {}
+    for name in checks:
+        components[name] = {
+            **components.get(name, {}),
+            "status": "down" if name in failing else "up",
+        }
     if failing:
-        return error_response(503, "unavailable", f"not ready: {', '.join(failing)} unreachable")
-    return Response(b'{"status":"ready"}', media_type="application/json")
+        body: dict[str, Any] = {
+            "error": {
+                "code": "unavailable",
+                "message": f"not ready: {', '.join(failing)} unreachable",
+            },
+            "components": components,
+        }
+        return Response(orjson.dumps(body), status_code=503, media_type="application/json")
+    ready: dict[str, Any] = {"status": "ready", "components": components}
+    return Response(orjson.dumps(ready), media_type="application/json")
 
 
 @router.get("/metrics")

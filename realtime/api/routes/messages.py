@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from chatlake.apikeys import ParsedKey
+from realtime.api.deps import client_address
 from realtime.api.errors import ApiError, parse_json_body
 from realtime.api.schemas import MessageIn, MessageOut, error_responses
 from realtime.auth import admit, bearer_token, parse_bearer
@@ -20,7 +21,7 @@ from realtime.engine.conversation import answer
 from realtime.events import conversation_event, encode, message_event, new_event_id
 from realtime.observability import EVENTS_APPENDED, message_series
 from realtime.platform import Platform
-from realtime.state import Admission, StateConflict, SubjectErasing
+from realtime.state import Admission, Budget, StateConflict, SubjectErasing
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 TURN_ATTEMPTS = 5
@@ -49,7 +50,7 @@ async def post_message(request: Request) -> Response:
     platform: Platform = request.app.state.platform
     key = parse_bearer(bearer_token(request.headers.get("authorization")))
     body = parse_json_body(MessageIn, await request.body())
-    result, _ = await converse(platform, key, body, started)
+    result, _ = await converse(platform, key, body, started, client=client_address(request))
     return Response(orjson.dumps(result), media_type="application/json")
 
 
@@ -62,11 +63,23 @@ async def converse(
     body: MessageIn,
     started: float,
     render: Render | None = None,
+    *,
+    budgets: list[Budget] | None = None,
+    client: str | None = None,
 ) -> tuple[dict[str, Any], list[Rendered]]:
     """One end-user message through the whole path (admission, rate limit, the engine,
     state and events): the API's answer, and the replies rendered by `render` (a channel's
-    renderer; its degradations are recorded on the replies' events)."""
-    admission = await admit(platform, key, rate_limited=True, conversation_id=body.conversation_id)
+    renderer; its degradations are recorded on the replies' events). The message counts
+    against `budgets` (default: the tenant's API budget); `client` is the caller's address
+    (failed authentications are limited per address)."""
+    admission = await admit(
+        platform,
+        key,
+        rate_limited=True,
+        conversation_id=body.conversation_id,
+        budgets=budgets,
+        client=client,
+    )
     conversation_id = body.conversation_id or new_event_id()
     for _ in range(TURN_ATTEMPTS):
         if admission.status == "no_conversation":
@@ -89,8 +102,9 @@ async def converse(
             # Another message of this conversation won the race: redo the turn on its state
             # (the rate limit already counted this message).
             admission = await admit(
-                platform, key, rate_limited=False, conversation_id=body.conversation_id
-            )
+                platform, key, rate_limited=False, conversation_id=body.conversation_id,
+                client=client,
+            )  # fmt: skip
             continue
     raise ApiError(
         409, "the conversation kept changing while this message was handled; send it again",

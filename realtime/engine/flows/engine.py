@@ -10,7 +10,9 @@ continues where the last one stopped. The state lives in the conversation's Redi
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,9 +23,18 @@ import orjson
 from jsonschema import Draft202012Validator, FormatChecker
 
 from realtime.channels.model import validate_reply
+from realtime.engine.nlu.entities import compile_tenant_pattern
+
+log = logging.getLogger(__name__)
 
 MAX_STEPS = 25  # states entered for one message: a `next` cycle stops here
 DEFAULT_INVALID = "Sorry, that doesn't look right."
+# A step runs on the event loop every tenant shares: the tenant's patterns run on RE2
+# (linear time, no backtracking), a rendered text is capped (a `say` of many `{slot}`s
+# would otherwise multiply a long answer), and past this budget no further pattern is
+# tried: the message falls back rather than hold everyone else's requests.
+STEP_BUDGET_S = 0.2
+MAX_RENDERED_CHARS = 8192
 
 
 @lru_cache(maxsize=1)
@@ -79,6 +90,11 @@ def validate_flow(document: Any) -> None:
         problem = validate_reply(reply)
         if problem:
             problems.append({"path": _path(where), "problem": problem})
+    for where, pattern in _patterns(document):
+        try:
+            compile_tenant_pattern(pattern)
+        except ValueError as exc:
+            problems.append({"path": _path(where), "problem": str(exc)})
     if not problems:
         problems += _next_cycles(states)
     if problems:
@@ -99,6 +115,30 @@ def _rich_replies(document: dict[str, Any]) -> Iterator[tuple[list[Any], dict[st
         for i, item in enumerate(items):
             if isinstance(item, dict):
                 yield ([*where, i] if isinstance(value, list) else where), item
+
+
+def _patterns(document: dict[str, Any]) -> Iterator[tuple[list[Any], str]]:
+    """Every regular expression of the flow, with where it is."""
+    for i, transition in enumerate(document.get("global_transitions", [])):
+        if "pattern" in (transition.get("when") or {}):
+            yield ["global_transitions", i, "when", "pattern"], transition["when"]["pattern"]
+    for name, state in document["states"].items():
+        for i, transition in enumerate(state.get("transitions", [])):
+            if "pattern" in (transition.get("when") or {}):
+                where = ["states", name, "transitions", i, "when", "pattern"]
+                yield where, transition["when"]["pattern"]
+        if "pattern" in state.get("slot", {}):
+            yield ["states", name, "slot", "pattern"], state["slot"]["pattern"]
+
+
+@lru_cache(maxsize=4096)
+def tenant_regex(pattern: str) -> Any | None:
+    """The pattern compiled on RE2 (case-insensitive), or None for one RE2 cannot run (a
+    flow published before patterns were checked at PUT): it matches nothing."""
+    try:
+        return compile_tenant_pattern(pattern)
+    except ValueError:
+        return None
 
 
 def _next_cycles(states: dict[str, Any]) -> list[dict[str, str]]:
@@ -190,8 +230,28 @@ def _fill(item: Any, slots: dict[str, Any]) -> Any:
     return item
 
 
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
 def _render(text: str, slots: dict[str, Any]) -> str:
-    return re.sub(r"\{(\w+)\}", lambda m: str(slots.get(m.group(1), m.group(0))), text)
+    """`{slot}` filled in, the result cut at MAX_RENDERED_CHARS as it is built."""
+    out: list[str] = []
+    size = 0
+    last = 0
+    for match in PLACEHOLDER.finditer(text):
+        piece = text[last : match.start()] + str(slots.get(match.group(1), match.group(0)))
+        out.append(piece)
+        size += len(piece)
+        last = match.end()
+        if size >= MAX_RENDERED_CHARS:
+            return "".join(out)[:MAX_RENDERED_CHARS]
+    out.append(text[last:])
+    return "".join(out)[:MAX_RENDERED_CHARS]
+
+
+def _search(pattern: str, text: str) -> bool:
+    regex = tenant_regex(pattern)
+    return regex is not None and regex.search(text) is not None
 
 
 def _holds(condition: dict[str, Any] | None, message: Message, slots: dict[str, Any]) -> bool:
@@ -202,7 +262,7 @@ def _holds(condition: dict[str, Any] | None, message: Message, slots: dict[str, 
             return False
         if (message.confidence or 0.0) < condition.get("min_confidence", 0.0):
             return False
-    if "pattern" in condition and not re.search(condition["pattern"], message.text, re.I):
+    if "pattern" in condition and not _search(condition["pattern"], message.text):
         return False
     if "entity" in condition and not any(
         e["entity"] == condition["entity"] for e in message.entities
@@ -216,9 +276,15 @@ def _holds(condition: dict[str, Any] | None, message: Message, slots: dict[str, 
 
 
 def _match(
-    transitions: list[dict[str, Any]], message: Message, slots: dict[str, Any]
+    transitions: list[dict[str, Any]],
+    message: Message,
+    slots: dict[str, Any],
+    deadline: float | None = None,
 ) -> dict[str, Any] | None:
     for transition in transitions:
+        if deadline is not None and time.monotonic() > deadline:
+            log.warning("flow step over its time budget: no further transition tried")
+            return None
         condition = transition.get("when")
         if _holds(condition, message, slots):
             return transition
@@ -236,8 +302,10 @@ def _slot_value(slot: dict[str, Any], message: Message) -> Any | None:
         value = text = message.text.strip()
         if not value:  # an image, a location, an empty message: no answer to a text slot
             return None
-    if "pattern" in slot and not re.fullmatch(slot["pattern"], str(text).strip(), re.I):
-        return None
+    if "pattern" in slot:
+        regex = tenant_regex(slot["pattern"])
+        if regex is None or regex.fullmatch(str(text).strip()) is None:
+            return None
     return value
 
 
@@ -256,6 +324,7 @@ class FlowRun:
         self.visited: list[str] = []
         # Once the message has answered a slot it must not fill the next one as well.
         self.consumed = False
+        self.deadline = time.monotonic() + STEP_BUDGET_S
 
     def result(self) -> StepResult:
         return StepResult(self.out, self.fs, self.fs.handoff, self.used_chain, self.visited)
@@ -266,11 +335,15 @@ class FlowRun:
         if fs.handoff:  # a person has the conversation: the bot stays quiet
             return self.result()
         current = states.get(fs.state) or states[self.flow["start"]]
-        transition = _match(self.flow.get("global_transitions", []), self.message, fs.slots)
+        transition = _match(
+            self.flow.get("global_transitions", []), self.message, fs.slots, self.deadline
+        )
         if transition is None and fs.waiting and "slot" in current:
             return self._answer_slot(current)
         if transition is None:
-            transition = _match(current.get("transitions", []), self.message, fs.slots)
+            transition = _match(
+                current.get("transitions", []), self.message, fs.slots, self.deadline
+            )
         if transition is None:
             self._fallback()
             return self.result()

@@ -197,7 +197,9 @@ class IntentRegistry:
 
     async def activate(self, tenant_id: str, version: int, actor: str) -> None:
         async with tenant_transaction(self.pool, tenant_id) as conn:
-            cur = await conn.execute("select 1 from nlu_models where version = %s", (version,))
+            cur = await conn.execute(  # a retired version's files are gone (erasure)
+                "select 1 from nlu_models where version = %s and status <> 'retired'", (version,)
+            )
             if await cur.fetchone() is None:
                 raise NotFound(f"model version {version} not found")
             await conn.execute("update nlu_models set active = false where active")
