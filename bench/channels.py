@@ -20,8 +20,6 @@ client with its rate limiter.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import platform
@@ -37,6 +35,7 @@ import numpy as np
 
 from bench.output import write_results
 from bench.realtime import BENCH_DIR, Server, _bench_tenant_key, _free_port
+from bench.webhooks import WA_PHONE_ID, meta_headers, whatsapp
 from chatlake.db.migrate import upgrade
 from chatlake.embedded import Services
 from chatlake.errors import ChatlakeError
@@ -44,7 +43,6 @@ from chatlake.launcher import wait_http_ready
 from chatlake.settings import Settings
 
 APP_SECRET = "bench-app-secret"
-PHONE_NUMBER_ID = "106540352242922"
 PHASES = {"warm": 1, "latency": 2, "throughput": 3}  # each phase's senders apart
 
 
@@ -61,39 +59,9 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 def _webhook(phase: str, i: int) -> tuple[str, bytes, dict[str, str]]:
     """A signed webhook of one text message from a sender of its own; the sender's id."""
     sender = f"1{PHASES[phase]}{i:09d}"
-    payload = {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "1",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550783881",
-                                "phone_number_id": PHONE_NUMBER_ID,
-                            },
-                            "contacts": [{"profile": {"name": "Bench"}, "wa_id": sender}],
-                            "messages": [
-                                {
-                                    "from": sender,
-                                    "id": f"wamid.{phase}.{i}",
-                                    "timestamp": "1749416383",
-                                    "type": "text",
-                                    "text": {"body": "hello"},
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
-    raw = json.dumps(payload).encode()
-    signature = "sha256=" + hmac.new(APP_SECRET.encode(), raw, hashlib.sha256).hexdigest()
-    return sender, raw, {"X-Hub-Signature-256": signature, "Content-Type": "application/json"}
+    message = {"id": f"wamid.{phase}.{i}", "type": "text", "text": {"body": "hello"}}
+    raw = json.dumps(whatsapp(message, user=sender)).encode()
+    return sender, raw, meta_headers(APP_SECRET, raw)
 
 
 async def _open_loop(
@@ -200,7 +168,7 @@ def run(
                 "secrets": {
                     "app_secret": APP_SECRET,
                     "access_token": "bench-token",
-                    "phone_number_id": PHONE_NUMBER_ID,
+                    "phone_number_id": WA_PHONE_ID,
                 },
                 "api_base_url": provider,
                 "rate_limit_per_s": 1000,
@@ -261,7 +229,7 @@ def run(
             for i in range(count)
         ]
         _, direct_statuses, direct_latency = asyncio.run(
-            _open_loop(f"{provider}/v21.0/{PHONE_NUMBER_ID}/messages", direct, rate)
+            _open_loop(f"{provider}/v21.0/{WA_PHONE_ID}/messages", direct, rate)
         )
         results["ceiling_provider_direct"] = {
             "statuses": direct_statuses,

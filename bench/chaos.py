@@ -32,7 +32,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,6 @@ from deltalake import DeltaTable
 
 from bench.output import write_results
 from bench.probes import (
-    LoopbackProvider,
     configure_channels,
     cross_tenant,
     forged_webhooks,
@@ -61,6 +59,8 @@ from bench.probes import (
     markers_of,
     seed_tenant_a,
 )
+from bench.realtime import _free_port
+from bench.webhooks import ChannelServer
 from chatlake.errors import ChatlakeError
 from chatlake.settings import Settings
 from lake.datasets import arrow_dataset
@@ -182,14 +182,13 @@ class Traffic:
         self.answers.append(answer)
 
 
+def _auth(tenant: JsonDict) -> dict[str, str]:
+    """The headers that call the API as `tenant` (with its API key)."""
+    return {"Authorization": f"Bearer {tenant['api_key']}"}
+
+
 def _progress(what: str) -> None:
     print(f"bench chaos: {what}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Platform:
@@ -219,16 +218,45 @@ class Platform:
     def chatlake(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "chatlake", *args]
 
-    def start(self) -> None:
-        self.up = subprocess.Popen(
-            self.chatlake(
-                "up", "--no-dagster", "--no-dashboards", "--no-seed", "--port", str(self.port)
-            ),
+    def spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        """`chatlake <args>` started in the background, in a session of its own, its
+        output in the bench's log."""
+        return subprocess.Popen(
+            self.chatlake(*args),
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=BENCH_DIR.parent,
             start_new_session=True,
+        )
+
+    def command(self, *args: str, timeout: float = 600) -> JsonDict:
+        """`chatlake <args>` run to its end: its exit code, how long it took, and the tail
+        of its stderr when it failed."""
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                self.chatlake(*args),
+                env=self.env,
+                cwd=BENCH_DIR.parent,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return {"exit_code": None, "error": "timed out", "seconds": timeout}
+        result: JsonDict = {
+            "exit_code": done.returncode,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        if done.returncode != 0:
+            result["stderr_tail"] = done.stderr.strip()[-600:]
+        return result
+
+    def start(self) -> None:
+        self.up = self.spawn(
+            "up", "--no-dagster", "--no-dashboards", "--no-seed", "--port", str(self.port)
         )
         deadline = time.monotonic() + 300
         while not self.ready():
@@ -293,25 +321,10 @@ class Platform:
     def restart_ourselves(self, component: str) -> None:
         """What `up` did not bring back, started by the bench (stopped with it)."""
         if component in ("redis", "postgres"):
-            subprocess.run(
-                self.chatlake("services", "start"),
-                env=self.env,
-                timeout=120,
-                capture_output=True,
-                check=False,
-            )
+            self.command("services", "start", timeout=120)
             return
         args = ("serve", "--port", str(self.port)) if component == "api" else ("ingest",)
-        self.ours.append(
-            subprocess.Popen(
-                self.chatlake(*args),
-                env=self.env,
-                stdout=self.log,
-                stderr=subprocess.STDOUT,
-                cwd=BENCH_DIR.parent,
-                start_new_session=True,
-            )
-        )
+        self.ours.append(self.spawn(*args))
 
     def stop(self) -> None:
         for process in self.ours:
@@ -326,13 +339,7 @@ class Platform:
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.up.pid, signal.SIGKILL)
-        subprocess.run(
-            self.chatlake("services", "stop"),
-            env=self.env,
-            timeout=120,
-            capture_output=True,
-            check=False,
-        )
+        self.command("services", "stop", timeout=120)
         self.log.close()
 
 
@@ -342,7 +349,7 @@ class Probe:
 
     def __init__(self, api: str, tenant: JsonDict, lake: str) -> None:
         self.url = api + "/v1/messages"
-        self.headers = {"Authorization": f"Bearer {tenant['api_key']}"}
+        self.headers = _auth(tenant)
         self.tenant_id = tenant["tenant_id"]
         self.lake = lake
         self.acknowledged: list[str] = []  # every id the probe was answered with
@@ -424,7 +431,7 @@ def _erasure(platform_: Platform, tenant: JsonDict, subject: str) -> JsonDict:
     warehouse rebuild) while the other faults and the ingest worker go on."""
     asked = httpx.post(
         platform_.api + "/v1/compliance/erasure-requests",
-        headers={"Authorization": f"Bearer {tenant['api_key']}"},
+        headers=_auth(tenant),
         json={"user_id": subject},
         timeout=30,
     )
@@ -440,7 +447,7 @@ def _erasure_outcome(
     if "request_id" not in entry:
         return
     url = f"{platform_.api}/v1/compliance/erasure-requests/{entry['request_id']}"
-    headers = {"Authorization": f"Bearer {tenant['api_key']}"}
+    headers = _auth(tenant)
     deadline = time.monotonic() + bound_s
     status = "unknown"
     while True:
@@ -453,34 +460,11 @@ def _erasure_outcome(
     entry["seconds_until_reported"] = round(time.monotonic() - entry.pop("asked_at"), 2)
 
 
-def _command(platform_: Platform, *args: str, timeout: float = 600) -> JsonDict:
-    started = time.monotonic()
-    try:
-        done = subprocess.run(
-            platform_.chatlake(*args),
-            env=platform_.env,
-            cwd=BENCH_DIR.parent,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"exit_code": None, "error": "timed out", "seconds": timeout}
-    result: JsonDict = {
-        "exit_code": done.returncode,
-        "seconds": round(time.monotonic() - started, 2),
-    }
-    if done.returncode != 0:
-        result["stderr_tail"] = done.stderr.strip()[-600:]
-    return result
-
-
 def _retention(platform_: Platform) -> JsonDict:
     """A retention pass that expires the retention tenant's messages (its retention is one
     day; the pass counts from three days ahead) while the other tenants' stay."""
     ahead = (date.today() + timedelta(days=3)).isoformat()
-    return _command(platform_, "lake", "retention", "--today", ahead)
+    return platform_.command("lake", "retention", "--today", ahead)
 
 
 def _pipelines(platform_: Platform) -> JsonDict:
@@ -488,7 +472,7 @@ def _pipelines(platform_: Platform) -> JsonDict:
     runs: list[JsonDict] = [{}, {}]
 
     def one(i: int) -> None:
-        runs[i] = _command(platform_, "pipeline", "run", "--no-retrain", "--no-bill")
+        runs[i] = platform_.command("pipeline", "run", "--no-retrain", "--no-bill")
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
     for thread in threads:
@@ -568,7 +552,7 @@ def run(
         profile = Profile(**{**profile.__dict__, "faults": tuple(faults)})
     home = Path(tempfile.mkdtemp(prefix="chatlake-bench-chaos-"))
     platform_ = Platform(home, profile)
-    provider = LoopbackProvider()
+    provider = ChannelServer()
     results: JsonDict = {
         "benchmark": "chaos",
         "started_at": datetime.now(UTC).isoformat(),
@@ -596,20 +580,18 @@ def run(
         b_tenant = platform_.create_tenant("chaos-other")
         probe = Probe(platform_.api, probe_tenant, platform_.settings.lake_root)
         a, b = tenants[0], b_tenant
-        a_headers = {"Authorization": f"Bearer {a['api_key']}"}
-        b_headers = {"Authorization": f"Bearer {b['api_key']}"}
+        a_headers = _auth(a)
+        b_headers = _auth(b)
         a_ids = seed_tenant_a(platform_.api, a_headers, uuid.uuid4().hex[:12])
         a_ids["tenant_id"] = a["tenant_id"]
-        configure_channels(
-            platform_.api, {"Authorization": f"Bearer {webhook_tenant['api_key']}"}, provider
-        )
+        configure_channels(platform_.api, _auth(webhook_tenant), provider)
         subject = f"erase-me-{uuid.uuid4().hex[:6]}"
         for tenant, user in ((a, subject), (retention_tenant, "expires")):
             for _ in range(3):
                 httpx.post(
                     platform_.api + "/v1/messages",
                     timeout=30,
-                    headers={"Authorization": f"Bearer {tenant['api_key']}"},
+                    headers=_auth(tenant),
                     json={"user_id": user, "text": "remember me"},
                 )
 

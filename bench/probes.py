@@ -18,23 +18,26 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import random
 import re
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bench.webhooks import (
+    WA_PHONE_ID,
+    ChannelServer,
+    meta_headers,
+    slack_headers,
+    twilio_headers,
+    whatsapp,
+)
 from chatlake.errors import ChatlakeError
-from realtime.channels.signatures import slack_signature, twilio_signature
 
 JsonDict = dict[str, Any]
 WEBHOOK_CHANNELS = ("whatsapp", "messenger", "slack", "teams", "twilio", "twilio-voice")
@@ -42,105 +45,18 @@ APP_SECRET = "chaos-meta-app-secret"
 SIGNING_SECRET = "chaos-slack-signing-secret"
 AUTH_TOKEN = "chaos-twilio-auth-token"
 APP_ID = "5f0c3f6e-8d7a-4f57-9b8e-2f7d5c3b1a90"
-PHONE_NUMBER_ID = "106540352242922"
 PAGE_ID = "1067280970047460"
 
 
-# A loopback provider: the channels' send APIs, Microsoft's token and OpenID endpoints.
-
-
-def _send_answer(path: str) -> tuple[int, JsonDict]:
-    """What each documented send API answers on success."""
-    if path.endswith("/me/messages"):
-        return 200, {"recipient_id": "1254477777772919", "message_id": "m_chaos"}
-    if "/Accounts/" in path:
-        return 201, {"sid": "SM" + "0" * 32, "status": "queued"}
-    if "/messages" in path:
-        return 200, {"messaging_product": "whatsapp", "messages": [{"id": "wamid.chaos"}]}
-    if path.startswith("/api/"):
-        return 200, {"ok": True, "channel": "D0CHAOS", "ts": "1503435956.000247"}
-    if path.endswith("/oauth2/v2.0/token"):
-        return 200, {"token_type": "Bearer", "expires_in": 3599, "access_token": "chaos-token"}
-    if "/v3/conversations/" in path:
-        return 200, {"id": "1:chaos"}
-    return 404, {"error": "not found"}
-
-
-class LoopbackProvider:
-    """Answers every channel's send call as the provider does on success, and serves the
-    Bot Framework's OpenID metadata and signing key (this server's own RSA key)."""
-
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = "chaos-key-1"
-        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        keys = {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
-        provider = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _send(self, status: int, body: JsonDict) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def do_GET(self) -> None:
-                if self.path == "/openid":
-                    self._send(
-                        200,
-                        {
-                            "issuer": "https://api.botframework.com",
-                            "jwks_uri": f"{provider.url}/keys",
-                            "id_token_signing_alg_values_supported": ["RS256"],
-                        },
-                    )
-                elif self.path == "/keys":
-                    self._send(200, keys)
-                else:
-                    self._send(404, {})
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", 0)))
-                self._send(*_send_answer(self.path))
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    def bot_token(self, service_url: str, key: Any = None, **claims: Any) -> str:
-        """A JWT as the Bot Connector signs it (with `key`: as a forger would)."""
-        now = int(time.time())
-        body = {
-            "iss": "https://api.botframework.com",
-            "aud": APP_ID,
-            "serviceurl": service_url,
-            "nbf": now - 60,
-            "iat": now - 60,
-            "exp": now + 3600,
-            **claims,
-        }
-        return jwt.encode(body, key or self.key, algorithm="RS256", headers={"kid": self.kid})
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def configure_channels(api: str, headers: dict[str, str], provider: LoopbackProvider) -> None:
-    """Every webhook channel of the tenant of `headers`, its sends pointed at `provider`."""
+def configure_channels(api: str, headers: dict[str, str], provider: ChannelServer) -> None:
+    """Every webhook channel of the tenant of `headers`, its sends pointed at `provider`
+    (a loopback server that answers as each provider does, and signs Teams' tokens)."""
     secrets: dict[str, JsonDict] = {
         "whatsapp": {
             "app_secret": APP_SECRET,
             "verify_token": "chaos-verify",
             "access_token": "chaos-access",
-            "phone_number_id": PHONE_NUMBER_ID,
+            "phone_number_id": WA_PHONE_ID,
         },
         "messenger": {
             "app_secret": APP_SECRET,
@@ -179,39 +95,17 @@ def _sender(channel: str, run: str) -> str:
     }.get(channel, "1" + digits)
 
 
-def _delivery(channel: str, sender: str, n: int, text: str, service_url: str) -> JsonDict | str:
-    """The `n`-th delivery of a text message from `sender`, as the provider sends it."""
+def _delivery(channel: str, sender: str, n: int, text: str, service_url: str) -> JsonDict:
+    """The `n`-th delivery of a text message from `sender`, as the provider sends it (for
+    Twilio the form's fields)."""
     if channel == "whatsapp":
-        return {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "1",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {
-                                    "display_phone_number": "15550783881",
-                                    "phone_number_id": PHONE_NUMBER_ID,
-                                },
-                                "contacts": [{"profile": {"name": "Chaos"}, "wa_id": sender}],
-                                "messages": [
-                                    {
-                                        "from": sender,
-                                        "id": f"wamid.chaos.{sender}.{n}",
-                                        "timestamp": str(int(time.time())),
-                                        "type": "text",
-                                        "text": {"body": text},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
+        message = {
+            "id": f"wamid.chaos.{sender}.{n}",
+            "timestamp": str(int(time.time())),
+            "type": "text",
+            "text": {"body": text},
         }
+        return whatsapp(message, user=sender)
     if channel == "messenger":
         return {
             "object": "page",
@@ -271,42 +165,24 @@ def _delivery(channel: str, sender: str, n: int, text: str, service_url: str) ->
                 "CallStatus": "in-progress",
             }
         )
-    return urlencode(form)
+    return form
 
 
 def _signed(
-    channel: str, url: str, body: JsonDict | str, provider: LoopbackProvider, **how: Any
+    channel: str, url: str, body: JsonDict, provider: ChannelServer, **how: Any
 ) -> tuple[bytes, dict[str, str]]:
     """The raw body and the headers the provider signs it with. `secret`: sign with
     another secret (forged); `at`: Slack's timestamp; `token`: Teams' bearer token."""
-    raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    if channel.startswith("twilio"):
+        raw = urlencode(body).encode()
+        return raw, twilio_headers(how.get("secret", AUTH_TOKEN), url, body)
+    raw = json.dumps(body).encode()
     if channel in ("whatsapp", "messenger"):
-        digest = hmac.new(how.get("secret", APP_SECRET).encode(), raw, hashlib.sha256)
-        return raw, {
-            "X-Hub-Signature-256": "sha256=" + digest.hexdigest(),
-            "Content-Type": "application/json",
-        }
+        return raw, meta_headers(how.get("secret", APP_SECRET), raw)
     if channel == "slack":
-        stamp = str(int(how.get("at", time.time())))
-        signature = slack_signature(how.get("secret", SIGNING_SECRET), stamp, raw)
-        return raw, {
-            "X-Slack-Request-Timestamp": stamp,
-            "X-Slack-Signature": signature,
-            "Content-Type": "application/json",
-        }
-    if channel == "teams":
-        assert isinstance(body, dict)
-        token = how.get("token") or provider.bot_token(body["serviceUrl"])
-        return raw, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    params = [tuple(p.split("=", 1)) for p in raw.decode().split("&")]
-    from urllib.parse import unquote_plus
-
-    decoded = [(unquote_plus(k), unquote_plus(v)) for k, v in params]
-    signature = twilio_signature(how.get("secret", AUTH_TOKEN), url, decoded)
-    return raw, {
-        "X-Twilio-Signature": signature,
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
+        return raw, slack_headers(how.get("secret", SIGNING_SECRET), raw, at=how.get("at"))
+    token = how.get("token") or provider.bot_token(APP_ID, body["serviceUrl"])
+    return raw, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
 
 def _unsigned(headers: dict[str, str]) -> dict[str, str]:
@@ -331,76 +207,80 @@ def _answered(response: httpx.Response) -> int | None:
         return None
 
 
-def forged_webhooks(api: str, tenant_id: str, provider: LoopbackProvider) -> JsonDict:
+def _one_channel(
+    client: httpx.Client,
+    url: str,
+    channel: str,
+    sender: str,
+    provider: ChannelServer,
+    other_key: rsa.RSAPrivateKey,
+) -> JsonDict:
+    """One channel's genuine delivery, its forged variants and its replay; what each was
+    answered."""
+    service_url = provider.url + "/"
+    text = f"genuine hello {sender}"
+
+    def signed(n: int, **how: Any) -> tuple[bytes, dict[str, str]]:
+        return _signed(
+            channel, url, _delivery(channel, sender, n, text, service_url), provider, **how
+        )
+
+    def post(raw: bytes, headers: dict[str, str]) -> httpx.Response:
+        return client.post(url, content=raw, headers=headers)
+
+    raw, headers = signed(1)
+    variants = {"unsigned": (raw, _unsigned(headers))}
+    if channel == "teams":
+        forger = provider.bot_token(APP_ID, service_url, signing_key=other_key)
+        variants["forged"] = signed(2, token=forger)
+    else:
+        variants["forged"] = signed(2, secret="not-the-secret")
+    variants["tampered"] = (_tamper(channel, raw, service_url), headers)
+    if channel == "slack":  # a captured request replayed ten minutes later
+        variants["stale"] = signed(3, at=time.time() - 600)
+    if channel == "teams":  # a token that expired an hour ago
+        now = int(time.time())
+        expired = provider.bot_token(APP_ID, service_url, exp=now - 3600, nbf=now - 7200)
+        variants["stale"] = signed(3, token=expired)
+    first = post(raw, headers)
+    result: JsonDict = {
+        "genuine": {
+            "status": first.status_code,
+            "answered": _answered(first),
+            "accepted": first.status_code == 200,
+        }
+    }
+    for name, (body, hdrs) in variants.items():
+        answer = post(body, hdrs)
+        result[name] = {"status": answer.status_code, "refused": answer.status_code == 401}
+    replay = post(raw, headers)
+    # refused as a replay: answered, never handled again (the lake says so too)
+    result["replayed"] = {
+        "status": replay.status_code,
+        "answered": _answered(replay),
+        "refused": replay.status_code < 500 and _answered(replay) in (0, None),
+    }
+    return result
+
+
+def forged_webhooks(api: str, tenant_id: str, provider: ChannelServer) -> JsonDict:
     """Every webhook channel with each forged variant; which were refused. The genuine
     delivery's sender per channel is returned for the lake check (`senders`)."""
     run = uuid.uuid4().hex[:8]
-    service_url = provider.url + "/"
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    channels: JsonDict = {}
-    senders: dict[str, str] = {}
+    senders = {channel: _sender(channel, run) for channel in WEBHOOK_CHANNELS}
     with httpx.Client(timeout=30) as client:
-        for channel in WEBHOOK_CHANNELS:
-            url = f"{api}/v1/channels/{channel}/{tenant_id}"
-            sender = senders[channel] = _sender(channel, run)
-
-            def post(raw: bytes, headers: dict[str, str], u: str = url) -> httpx.Response:
-                return client.post(u, content=raw, headers=headers)
-
-            text = f"genuine hello {run}"
-            genuine = _delivery(channel, sender, 1, text, service_url)
-            raw, headers = _signed(channel, url, genuine, provider)
-            variants: dict[str, tuple[bytes, dict[str, str]]] = {}
-            variants["unsigned"] = (raw, _unsigned(headers))
-            forged_how = {"token": provider.bot_token(service_url, key=other_key)}
-            if channel != "teams":
-                forged_how = {"secret": "not-the-secret"}
-            variants["forged"] = _signed(
+        channels = {
+            channel: _one_channel(
+                client,
+                f"{api}/v1/channels/{channel}/{tenant_id}",
                 channel,
-                url,
-                _delivery(channel, sender, 2, text, service_url),
+                sender,
                 provider,
-                **forged_how,
+                other_key,
             )
-            variants["tampered"] = (_tamper(channel, raw, service_url), headers)
-            if channel == "slack":  # a captured request replayed after five minutes
-                variants["stale"] = _signed(
-                    channel,
-                    url,
-                    _delivery(channel, sender, 3, text, service_url),
-                    provider,
-                    at=time.time() - 600,
-                )
-            if channel == "teams":
-                expired = provider.bot_token(
-                    service_url, exp=int(time.time()) - 3600, nbf=int(time.time()) - 7200
-                )
-                variants["stale"] = _signed(
-                    channel,
-                    url,
-                    _delivery(channel, sender, 3, text, service_url),
-                    provider,
-                    token=expired,
-                )
-            first = post(raw, headers)
-            result: JsonDict = {
-                "genuine": {
-                    "status": first.status_code,
-                    "answered": _answered(first),
-                    "accepted": first.status_code == 200,
-                }
-            }
-            for name, (body, hdrs) in variants.items():
-                answer = post(body, hdrs)
-                result[name] = {"status": answer.status_code, "refused": answer.status_code == 401}
-            replay = post(raw, headers)
-            # refused as a replay: answered, never handled again (the lake says so too)
-            result["replayed"] = {
-                "status": replay.status_code,
-                "answered": _answered(replay),
-                "refused": replay.status_code < 500 and _answered(replay) in (0, None),
-            }
-            channels[channel] = result
+            for channel, sender in senders.items()
+        }
     attempts = sum(len(r) - 1 for r in channels.values())
     refused = sum(
         1 for r in channels.values() for k, v in r.items() if k != "genuine" and v["refused"]

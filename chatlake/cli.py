@@ -234,6 +234,17 @@ def _day(value: str | None, option: str) -> date | None:
         raise ChatlakeError(f"{option} takes a day like 2026-11-26, not {value!r}") from None
 
 
+# The options `erase` and `export` share: whom, and for which recorded request.
+SubjectUser = Annotated[
+    str | None, typer.Option(help="The data subject: user_id as the tenant knows it")
+]
+RequestId = Annotated[str | None, typer.Option(help="Carry out this recorded request (the API's)")]
+Actor = Annotated[str, typer.Option(help="Who asked, for the audit log")]
+SealedSubject = Annotated[
+    str | None, typer.Option(help="The subject as the API sealed it for --request-id")
+]
+
+
 def _subject(tenant_id: str, user: str | None, sealed: str | None, request_id: str | None) -> str:
     """The data subject: given in the clear (a person at the command line), or sealed by the
     API for its request (so that no command line the system shows holds the id)."""
@@ -257,16 +268,10 @@ def _subject(tenant_id: str, user: str | None, sealed: str | None, request_id: s
 @app.command()
 def erase(
     tenant: Annotated[str, typer.Option(help="Tenant id")],
-    user: Annotated[
-        str | None, typer.Option(help="The data subject: user_id as the tenant knows it")
-    ] = None,
-    request_id: Annotated[
-        str | None, typer.Option(help="Carry out this recorded request (the API's)")
-    ] = None,
-    actor: Annotated[str, typer.Option(help="Who asked, for the audit log")] = "cli",
-    sealed_subject: Annotated[
-        str | None, typer.Option(help="The subject as the API sealed it for --request-id")
-    ] = None,
+    user: SubjectUser = None,
+    request_id: RequestId = None,
+    actor: Actor = "cli",
+    sealed_subject: SealedSubject = None,
 ) -> None:
     """Erase one user from every store, verify, and print the certificate (also stored
     with the request and recorded in the audit log). Waits while another erasure or
@@ -294,19 +299,13 @@ def erase(
 @app.command()
 def export(
     tenant: Annotated[str, typer.Option(help="Tenant id")],
-    user: Annotated[
-        str | None, typer.Option(help="The data subject: user_id as the tenant knows it")
-    ] = None,
+    user: SubjectUser = None,
     out: Annotated[
         str | None, typer.Option(help="Where to write the bundle (.zip); default: the request's")
     ] = None,
-    request_id: Annotated[
-        str | None, typer.Option(help="Carry out this recorded request (the API's)")
-    ] = None,
-    actor: Annotated[str, typer.Option(help="Who asked, for the audit log")] = "cli",
-    sealed_subject: Annotated[
-        str | None, typer.Option(help="The subject as the API sealed it for --request-id")
-    ] = None,
+    request_id: RequestId = None,
+    actor: Actor = "cli",
+    sealed_subject: SealedSubject = None,
 ) -> None:
     """Everything held about one user, from every store: subject.json plus Parquet files,
     in one zip (GDPR articles 15 and 20), written as it is read. Waits while another

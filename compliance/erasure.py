@@ -111,6 +111,10 @@ def erase_redis(redis: Redis, tenant_id: str, user_id: str, pseudonym: str) -> d
     outbox = _subject_entries(redis, keys.channel_outbox, user_id)
     if outbox:
         redis.xdel(keys.channel_outbox, *outbox)
+    # and their messages kept over a channel's budget, not answered yet
+    inbox = _subject_entries(redis, keys.channel_inbox, user_id)
+    if inbox:
+        redis.xdel(keys.channel_inbox, *inbox)
     cache = list(redis.scan_iter(match=f"{keys.prefix}:llmcache:*", count=1000))
     if cache:
         redis.delete(*cache)
@@ -122,6 +126,7 @@ def erase_redis(redis: Redis, tenant_id: str, user_id: str, pseudonym: str) -> d
         "stream_entries_deleted": len(stream_entries),
         "channel_dead_letters_deleted": len(dead_letters),
         "channel_outbox_entries_deleted": len(outbox),
+        "channel_inbox_entries_deleted": len(inbox),
         "cache_entries_deleted": len(cache),
         "subject_key_destroyed": key_destroyed,
         "append_only_file": "rewritten",
@@ -319,6 +324,8 @@ def verify(
         found.append("redis channel dead letters")
     if _subject_entries(redis, keys.channel_outbox, user_id):
         found.append("redis channel outbox entries")
+    if _subject_entries(redis, keys.channel_inbox, user_id):
+        found.append("redis channel inbox entries")
     redis_dir = Path(str(redis.config_get("dir")["dir"]))
     for path in redis_dir.iterdir():
         if path.suffix in (".aof", ".rdb") and _file_mentions(path, needles):

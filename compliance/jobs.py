@@ -208,6 +208,7 @@ async def admit(conn: AppConnection, settings: Settings, tenant_id: str) -> None
     await conn.execute("select pg_advisory_xact_lock(%s, hashtext(%s))",
                        (ADMISSION_LOCKS, tenant_id))  # fmt: skip
     await conn.execute("select pg_advisory_xact_lock(%s, 0)", (PLATFORM_ADMISSION_LOCKS,))
+    await settle_abandoned(conn, tenant_id)
     cur = await conn.execute(
         """select (select count(*) from compliance_jobs  -- the tenant's only (RLS)
                    where status in ('queued', 'running')
@@ -234,8 +235,37 @@ def record_job(
     conn: psycopg.Connection[Any], job_id: str, tenant_id: str, kind: str, subject: tuple[str, str],
     actor: str, executor: str,
 ) -> None:  # fmt: skip
-    """The job's row (queued), unless the request already has one (a rerun)."""
+    """The job's row (queued), unless the request already has one (a rerun); a
+    ChatlakeError when there is no such tenant (a mistake at the command line)."""
+    if conn.execute("select 1 from tenants where tenant_id = %s", (tenant_id,)).fetchone() is None:
+        raise ChatlakeError(f"no tenant {tenant_id}")
     conn.execute(INSERT_JOB, (job_id, tenant_id, kind, *subject, actor, executor))
+
+
+# A job queued or running whose process no longer holds its lock (JOB_LOCKS) and that is
+# older than the time a launched process takes to take it was abandoned: its process was
+# killed (or never started). Marked failed, it shows the truth and can be requested again.
+ABANDONED = "abandoned: its process ended before it finished; make the request again"
+SETTLE_ABANDONED = """
+with abandoned as (
+  update compliance_jobs set status = 'failed', finished_at = now(), error = %(error)s
+   where tenant_id = %(tenant)s and status in ('queued', 'running')
+     and created_at <= now() - %(grace)s and not compliance_job_alive(job_id)
+     -- a run waiting in Dagster's queue holds no lock yet: only Dagster knows it is alive
+     and (status = 'running' or executor is distinct from 'dagster')
+  returning job_id, kind)
+update erasure_requests set status = 'failed', finished_at = now(),
+                            certificate = jsonb_build_object('error', %(error)s::text)
+ where request_id in (select job_id from abandoned where kind = 'erasure')
+   and status in ('queued', 'running')"""
+
+
+async def settle_abandoned(conn: AppConnection, tenant_id: str) -> None:
+    """Mark the tenant's abandoned jobs (and their erasure requests) failed, in its
+    transaction, before reading or counting them."""
+    await conn.execute(
+        SETTLE_ABANDONED, {"error": ABANDONED, "tenant": tenant_id, "grace": ABANDONED_AFTER}
+    )
 
 
 @contextmanager

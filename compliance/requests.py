@@ -22,7 +22,6 @@ from psycopg.types.json import Jsonb
 
 from chatlake.db import owner_connection
 from chatlake.embedded import Services
-from chatlake.errors import ChatlakeError
 from chatlake.keyspace import redis_sync_client
 from chatlake.settings import Settings
 from compliance.erasure import erase, erasing_key
@@ -48,11 +47,7 @@ def run_erasure(
     request_id = request_id or uuid.uuid4().hex
     subject = keyed_digest(settings, tenant_id, user_id)
     with owner_connection(endpoints.database_url) as conn:
-        if (
-            conn.execute("select 1 from tenants where tenant_id = %s", (tenant_id,)).fetchone()
-            is None
-        ):
-            raise ChatlakeError(f"no tenant {tenant_id}")
+        record_job(conn, request_id, tenant_id, "erasure", subject, actor, "cli")
         inserted = conn.execute(
             """insert into erasure_requests (request_id, tenant_id, subject_digest,
                                              subject_digest_scheme, status, requested_by,
@@ -61,7 +56,6 @@ def run_erasure(
                on conflict (request_id) do nothing""",
             (request_id, tenant_id, *subject, actor),
         ).rowcount
-        record_job(conn, request_id, tenant_id, "erasure", subject, actor, "cli")
         if inserted:  # the API's request was audited when it was made
             conn.execute(
                 """insert into audit_log (tenant_id, actor, action, target, detail)

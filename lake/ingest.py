@@ -75,13 +75,15 @@ LEASE_MS = 30_000
 MAX_BACKOFF_S = 30.0
 _log = structlog.get_logger("chatlake.ingest")
 
-# Take the lease when it is free, ours (a renewal), or held by the holder we were told
-# is dead (ARGV[3]); else answer who holds it.
+# Take the lease when it is ours (a renewal: 1), free (2: another process may have used
+# the name since we last held it), or held by the holder we were told is dead (ARGV[3]);
+# else answer who holds it.
 _CLAIM = """
 local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] or holder == ARGV[3] then
+if holder == ARGV[1] or holder == false or holder == ARGV[3] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+  if holder == ARGV[1] then return 1 end
+  return 2
 end
 return holder
 """
@@ -233,16 +235,14 @@ class IngestWorker:
         # costs more than the rest of the read.
         self.reader.set_response_callback("XREADGROUP", _raw_reply)
         self.appenders = {name: DeltaAppender(self.lake_root, name) for name in TABLES}
-        self.version = max(
-            appender.committed_version(self.app_id, refresh=True)
-            for appender in self.appenders.values()
-        )
+        self.version = self._committed_version()
         self._groups: set[str] = set()
         self._untrimmed: set[str] = set()
         self._last_trim = 0.0
         self.totals = {"batches": 0, "entries": 0, "rows": 0}
         self._lease_token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._lease_held = threading.Event()
+        self._leased = False  # between `claim` and `release`, even once the lease is lost
 
     # --- the consumer's lease -----------------------------------------------------------
 
@@ -251,7 +251,7 @@ class IngestWorker:
         renewed on a thread until `release`."""
         key = ingest_lease(self.consumer)
         holder: Any = self.redis.eval(_CLAIM, 1, key, self._lease_token, LEASE_MS, "")
-        if holder != 1:
+        if holder not in (1, 2):
             holder = holder.decode()
             if not _dead_here(holder):
                 host, pid = holder.rsplit(":", 2)[:2]
@@ -260,8 +260,9 @@ class IngestWorker:
                     f"{host}); give this one another --consumer name"
                 )
             _log.warning("ingest_lease_taken_over", consumer=self.consumer, dead=holder)
-            if self.redis.eval(_CLAIM, 1, key, self._lease_token, LEASE_MS, holder) != 1:
+            if self.redis.eval(_CLAIM, 1, key, self._lease_token, LEASE_MS, holder) != 2:
                 raise ConsumerBusy(f"ingest consumer {self.consumer!r} was just taken")
+        self._leased = True
         if not self._lease_held.is_set():
             self._lease_held.set()
             threading.Thread(target=self._keep_lease, name="ingest-lease", daemon=True).start()
@@ -278,13 +279,16 @@ class IngestWorker:
                 _log.warning("ingest_lease_renewal_failed", consumer=self.consumer, error=str(exc))
 
     def _renew(self) -> None:
+        """Keep the lease; ConsumerBusy when it was lost, or lapsed (then another process
+        may have committed under the name: `run` recovers, with the lake's version)."""
         key = ingest_lease(self.consumer)
         if self.redis.eval(_CLAIM, 1, key, self._lease_token, LEASE_MS, "") != 1:
             self._lease_held.clear()
-            raise ConsumerBusy(f"ingest consumer {self.consumer!r} lost its lease to another")
+            raise ConsumerBusy(f"ingest consumer {self.consumer!r} lost its lease")
 
     def release(self) -> None:
         """Give the lease back (a stopped worker's name is free at once)."""
+        self._leased = False
         if self._lease_held.is_set():
             self._lease_held.clear()
             self.redis.eval(_RELEASE, 1, ingest_lease(self.consumer), self._lease_token)
@@ -343,6 +347,9 @@ class IngestWorker:
     def recover(self) -> list[BatchResult]:
         """Commit (or just acknowledge) what a crash of this consumer left pending: first
         the batch that was in flight, under its own version, then anything read after it."""
+        # Another process may have committed under this name while this one did not hold
+        # it (`ingest --once`, a reaper): new batches go after its versions, not under them.
+        self.version = self._committed_version()
         inflight = self.redis.hgetall(ingest_inflight(self.consumer))
         pending = self._read_pending()
         results = []
@@ -356,6 +363,13 @@ class IngestWorker:
             pending.version = self.version + 1
             results.append(self._commit(pending))
         return results
+
+    def _committed_version(self) -> int:
+        """The last batch version this consumer committed to any table."""
+        return max(
+            appender.committed_version(self.app_id, refresh=True)
+            for appender in self.appenders.values()
+        )
 
     def _prefetched(self, block_ms: int | None, should_stop: Callable[[], bool]) -> Any:
         """Batches read one ahead on a thread, so Redis reads overlap the Delta commits.
@@ -409,8 +423,10 @@ class IngestWorker:
             self.totals["missing"] = self.totals.get("missing", 0) + missing
             _log.error("ingest_entries_missing", consumer=self.consumer, entries=missing)
         inflight = ingest_inflight(self.consumer)
-        if self._lease_held.is_set():
-            self._renew()  # never commit under a name another process has taken
+        if self._leased:  # never commit under a name another process may have used
+            if not self._lease_held.is_set():  # the keeper found it lost or lapsed
+                raise ConsumerBusy(f"ingest consumer {self.consumer!r} lost its lease")
+            self._renew()
         self.redis.hset(
             inflight, mapping={"version": batch.version, "ranges": orjson.dumps(batch.ranges)}
         )

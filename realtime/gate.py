@@ -40,21 +40,28 @@ class TenantDirectory:
         self.owner_url = owner_url
         self._rebuilding = asyncio.Lock()
         self._retry_at = 0.0  # a failed fill is not tried again on every request
+        # Tenants are never deleted, so one found is remembered for the process's life:
+        # a known tenant's webhooks ask Redis nothing (at most one entry per tenant).
+        self._known: set[str] = set()
 
     async def exists(self, tenant_id: str) -> bool | None:
-        """Whether the tenant exists, from Redis alone; None when the directory is not
-        known to be complete (ask PostgreSQL)."""
+        """Whether the tenant exists, from this process's memory or Redis alone; None when
+        the directory is not known to be complete (ask PostgreSQL)."""
+        if tenant_id in self._known:
+            return True
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(KNOWN_TENANTS_COMPLETE)
             pipe.sismember(KNOWN_TENANTS, tenant_id)
             complete, member = await pipe.execute()
-        if member:
-            return True
-        if complete:
+        if not member and complete:
             return False
-        if not await self._rebuild():
-            return None
-        return bool(await self.redis.sismember(KNOWN_TENANTS, tenant_id))
+        if not member:
+            if not await self._rebuild():
+                return None
+            member = await self.redis.sismember(KNOWN_TENANTS, tenant_id)
+        if member:
+            self._known.add(tenant_id)
+        return bool(member)
 
     async def _rebuild(self) -> bool:
         """Fill the directory from PostgreSQL (once, whichever process gets there first)."""

@@ -45,10 +45,10 @@ async def url_problem(url: str, allow_private: bool) -> str | None:
     """Why a tenant's URL may not be called (a private, loopback or link-local address,
     or one that embeds such an IPv4 address, as it resolves now; plain http outside
     development), or None."""
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         hostname, port = parts.hostname, parts.port
-    except ValueError:  # a port that is not a number
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
         return f"{url!r} is not an http(s) URL"
     if parts.scheme not in ("http", "https") or not hostname:
         return f"{url!r} is not an http(s) URL"
@@ -60,6 +60,8 @@ async def url_problem(url: str, allow_private: bool) -> str | None:
         found = await asyncio.get_running_loop().getaddrinfo(hostname, port or 443)
     except OSError as exc:
         return f"{hostname} does not resolve: {exc}"
+    except UnicodeError:  # a label IDNA cannot encode (empty, or over 63 characters)
+        return f"{hostname} does not resolve: not a valid host name"
     for *_, address in found:
         ip = ipaddress.ip_address(address[0].split("%", 1)[0])  # without an IPv6 zone
         if not is_public(ip):

@@ -8,8 +8,8 @@ from dagster import OpExecutionContext
 
 from chatlake.embedded import Services
 from chatlake.keyspace import redis_sync_client
+from chatlake.settings import get_settings
 from compliance.requests import ERASURE_JOB, forget_subject_key, open_subject, run_erasure
-from pipelines.common import LakeResource
 from pipelines.run import WAREHOUSE_WRITER
 
 
@@ -21,10 +21,12 @@ class ErasureConfig(dg.Config):
 
 
 @dg.op(retry_policy=dg.RetryPolicy(max_retries=2, delay=10))
-def erase_subject_everywhere(
-    context: OpExecutionContext, config: ErasureConfig, lake: LakeResource
-) -> dg.Output[None]:
-    settings = lake.settings()
+def erase_subject_everywhere(context: OpExecutionContext, config: ErasureConfig) -> dg.Output[None]:
+    # Not through the lake resource, which holds the pipeline lock for the whole step: this
+    # step first waits for its tenant's compliance slot, and a `chatlake erase` that holds
+    # that slot waits for the pipeline lock to rebuild the marts (a deadlock). The erasure
+    # takes the pipeline lock itself, only around its warehouse writes.
+    settings = get_settings()
     redis = redis_sync_client(Services(settings).endpoints().redis_url)
     try:
         user_id = open_subject(redis, config.tenant_id, config.request_id, config.sealed_subject)

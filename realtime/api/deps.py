@@ -6,6 +6,7 @@ per request that the hot path cannot afford.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -46,8 +47,20 @@ class TenantContext:
 
 
 def client_address(request: Request) -> str | None:
-    """The caller's address (behind a proxy: as the server's proxy settings resolve it)."""
-    return request.client.host if request.client else None
+    """The caller's address as the per-address limits count it (behind a proxy: as the
+    server's proxy settings resolve it). An IPv6 address counts as its /64: one host
+    usually has a whole /64 and could otherwise take a new address for every try."""
+    if not request.client:
+        return None
+    try:
+        ip = ipaddress.ip_address(request.client.host)
+    except ValueError:  # not an address (a test client's name, a Unix socket's)
+        return request.client.host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # an IPv4 client of a dual-stack socket
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 async def get_tenant(request: Request, platform: PlatformDep, key: ApiKeyDep) -> TenantContext:

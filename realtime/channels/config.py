@@ -75,8 +75,12 @@ class ChannelStore:
             )
             return await cur.fetchone()
 
-    async def config(self, tenant_id: str, channel: str) -> ChannelConfig | None:
-        """The channel's configuration with its secrets opened (cached a few seconds)."""
+    async def config(
+        self, tenant_id: str, channel: str, *, keep_miss: bool = False
+    ) -> ChannelConfig | None:
+        """The channel's configuration with its secrets opened (cached a few seconds). A
+        miss is cached only with `keep_miss` (a tenant known to exist): any id may be asked
+        for, and misses of made-up tenants must not fill the cache."""
         name = config_channel(channel)
         cache_key = f"{tenant_id}/{name}"
 
@@ -89,7 +93,7 @@ class ChannelStore:
             return ChannelConfig(tenant_id, name, row["enabled"], opened, row["options"])
 
         config = await self._cache.get(cache_key, load)
-        if config is None:  # misses are not kept: any id may be asked for
+        if config is None and not keep_miss:
             self._cache.drop(cache_key)
         return config
 

@@ -95,12 +95,8 @@ class Deliveries:
         self, batch: int = 100
     ) -> AsyncIterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
         """Each tenant with kept messages, and its oldest ones."""
-        async for raw_key in self.redis.scan_iter(match="cl:{*}:chan:inbox", count=1000):
-            stream = _text(raw_key)
-            tenant_id = stream.split("{", 1)[1].split("}", 1)[0]
-            entries: Any = await self.redis.xrange(stream, count=batch)
-            if entries:
-                yield tenant_id, [(_text(i), orjson.loads(f[b"event"])) for i, f in entries]
+        async for tenant_id, entries in _kept(self.redis, "chan:inbox", "+", batch):
+            yield tenant_id, entries
 
     async def take_deferred(self, tenant_id: str, entry_id: str) -> bool:
         """Whether this process may answer the kept message (no other is at it)."""
@@ -112,15 +108,34 @@ class Deliveries:
 
     async def finish_deferred(self, tenant_id: str, entry_id: str) -> None:
         keys = TenantKeyspace(tenant_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xdel(keys.channel_inbox, entry_id)
-            pipe.delete(keys.channel_inbox_lock(entry_id))
-            await pipe.execute()
+        await _remove(self.redis, keys.channel_inbox, keys.channel_inbox_lock(entry_id), entry_id)
 
 
-def inbound_record(channel: str, inbound: Inbound) -> dict[str, Any]:
-    """A kept message: `Inbound(**record["inbound"])` gives it back."""
-    return {"channel": channel, "inbound": asdict(inbound)}
+async def _kept(
+    redis: Redis, stream_suffix: str, newest: str, batch: int
+) -> AsyncIterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    """Each tenant's stream named `cl:{tenant}:<stream_suffix>` (the outbox, the inbox)
+    with entries up to `newest`: its tenant and its oldest `batch` entries, decoded."""
+    async for raw_key in redis.scan_iter(match=f"cl:{{*}}:{stream_suffix}", count=1000):
+        stream = _text(raw_key)
+        tenant_id = stream.split("{", 1)[1].split("}", 1)[0]
+        entries: Any = await redis.xrange(stream, "-", newest, count=batch)
+        if entries:
+            yield tenant_id, [(_text(i), orjson.loads(f[b"event"])) for i, f in entries]
+
+
+async def _remove(redis: Redis, stream: str, lock: str, entry_id: str) -> None:
+    """An entry done with leaves its stream, and its lock goes with it."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xdel(stream, entry_id)
+        pipe.delete(lock)
+        await pipe.execute()
+
+
+def inbound_record(channel: str, inbound: Inbound, user_id: str) -> dict[str, Any]:
+    """A kept message: `Inbound(**record["inbound"])` gives it back; `user_id` lets the
+    subject's erasure find it (compliance/erasure.py)."""
+    return {"channel": channel, "inbound": asdict(inbound), "user_id": user_id}
 
 
 @dataclass
@@ -220,20 +235,18 @@ class Sender:
         the inbound messages kept over budget that fit the budget now; how many outbox
         entries were taken."""
         if self.answer_deferred is not None:
-            await self.answer_deferred()
+            try:
+                await self.answer_deferred()
+            except Exception:  # the replies already made must go out all the same
+                log.warning("answering deferred channel messages failed", exc_info=True)
         cutoff = int((time.time() - stale_s) * 1000)
         taken = 0
-        async for raw_key in self.redis.scan_iter(match="cl:{*}:chan:outbox", count=1000):
-            stream = _text(raw_key)
-            tenant_id = stream.split("{", 1)[1].split("}", 1)[0]
+        async for tenant_id, entries in _kept(self.redis, "chan:outbox", str(cutoff), 100):
             keys = TenantKeyspace(tenant_id)
-            entries: Any = await self.redis.xrange(stream, "-", str(cutoff), count=100)
-            for raw_id, fields in entries or []:
-                entry_id = _text(raw_id)
+            for entry_id, record in entries:
                 lock = keys.channel_outbox_lock(entry_id)
                 if not await self.redis.set(lock, "recovering", nx=True, ex=LOCK_SECONDS):
                     continue  # a live process is sending it
-                record = orjson.loads(fields[b"event"])
                 config = await self.configs(tenant_id, record["config_channel"])
                 outgoing = Outgoing(
                     config or ChannelConfig(tenant_id, record["config_channel"], False, {}),
@@ -252,10 +265,7 @@ class Sender:
 
     async def _finish(self, tenant_id: str, entry_id: str) -> None:
         keys = TenantKeyspace(tenant_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xdel(keys.channel_outbox, entry_id)
-            pipe.delete(keys.channel_outbox_lock(entry_id))
-            await pipe.execute()
+        await _remove(self.redis, keys.channel_outbox, keys.channel_outbox_lock(entry_id), entry_id)
 
     def _limiter(self, config: ChannelConfig) -> AsyncLimiter:
         rate = float(config.options.get("rate_limit_per_s") or DEFAULT_RATE_PER_S)

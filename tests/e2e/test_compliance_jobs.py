@@ -16,7 +16,7 @@ import sys
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
@@ -299,7 +299,9 @@ def test_a_flood_of_requests_is_bounded_per_tenant_and_platform_wide(
         # a job whose process was killed while it waited no longer takes a place
         _wait(lambda: _alive_jobs(endpoints, tenant.tenant_id) == 3, 120, "the jobs' locks")
         _children_for(tenant.tenant_id)[0].kill()
-        monkeypatch.setattr(jobs, "ABANDONED_AFTER", timedelta(0))
+        with psycopg.connect(endpoints.database_url) as conn:  # older than the window
+            conn.execute("update compliance_jobs set created_at = now() - %s where tenant_id = %s",
+                         (jobs.ABANDONED_AFTER, tenant.tenant_id))  # fmt: skip
         _wait(lambda: _alive_jobs(endpoints, tenant.tenant_id) == 2, 60, "the killed job")
         assert export(async_).status_code == 202
         _wait(lambda: _alive_jobs(endpoints, tenant.tenant_id) == 3, 120, "the new job's lock")

@@ -114,8 +114,9 @@ def test_children_and_stores_are_restarted_and_die_with_up(tmp_path):
                and json.loads((tmp_path / "run" / "services.json").read_text())["redis"]["pid"]
                not in (None, redis_pid), 60, "Redis was not restarted")  # fmt: skip
 
-        children = _ours(tmp_path)
-        assert len(children) >= 4  # two guards, the API, the ingest worker
+        # two guards, the API, the ingest worker (which may be in its restart backoff after
+        # losing Redis: wait for it)
+        _until(lambda: len(_ours(tmp_path)) >= 4, 60, "up's children did not all come back")
         proc.kill()  # kill -9 `up`: its children go with it
         proc.wait(timeout=10)
         _until(lambda: not _ours(tmp_path), 20, "children of the killed `up` live on")

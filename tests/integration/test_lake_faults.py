@@ -335,3 +335,22 @@ def test_a_consumer_with_pending_entries_stays_in_the_group(client, tenant, own_
     assert _group_consumers(redis_sync)[name] > 0  # kept: another worker recovers them
     IngestWorker(redis_sync, settings.lake_root, consumer=name).drain()  # commits, then leaves
     assert name not in _group_consumers(redis_sync)
+
+
+def test_a_worker_that_waited_for_its_name_loses_nothing_it_reads_after(
+    client, tenant, own_lake, redis_sync
+):
+    """A worker that starts while another process drains under its name (`ingest --once`
+    took the default name while `up` restarted the worker) claims the name once it is
+    free: the batches it then reads must commit under versions after the other's, not be
+    skipped as already committed and acknowledged (lost)."""
+    settings = own_lake
+    name = f"wait-{uuid4().hex[:6]}"
+    waiting = IngestWorker(redis_sync, settings.lake_root, consumer=name)
+    talk(client, tenant, users=1, turns=2)
+    IngestWorker(redis_sync, settings.lake_root, consumer=name).drain()  # had the name first
+    first = lake_rows(settings, tenant.tenant_id).height
+    assert first > 0
+    talk(client, tenant, users=1, turns=2)
+    waiting.drain()
+    assert lake_rows(settings, tenant.tenant_id).height == 2 * first

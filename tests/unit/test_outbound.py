@@ -37,3 +37,19 @@ async def test_public_addresses_stay_allowed(host):
 async def test_a_malformed_port_is_a_clear_problem():
     problem = await url_problem("https://example.com:notaport/", allow_private=False)
     assert problem is not None and "not an http(s) URL" in problem
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "https://[::1/hook", "https://::1]/"])
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_a_malformed_url_is_a_problem_not_an_exception(url, allow_private):
+    problem = await url_problem(url, allow_private=allow_private)
+    assert problem is not None and "not an http(s) URL" in problem
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["a" * 70 + ".example.com", "exa..mple.com"],  # labels IDNA cannot encode
+)
+async def test_a_host_name_that_cannot_be_encoded_is_a_problem(host):
+    problem = await url_problem(f"https://{host}/hook", allow_private=False)
+    assert problem is not None and "does not resolve" in problem

@@ -2,34 +2,17 @@
 
 Shapes follow each provider's reference: WhatsApp Cloud API webhook payload examples,
 Messenger Platform webhook events, Slack Events API and block_actions payloads, Bot
-Framework activities, and Twilio's SMS/MMS and voice (Gather) request parameters.
+Framework activities, and Twilio's SMS/MMS and voice (Gather) request parameters. The
+WhatsApp envelope is bench/webhooks.py's (the benches send it too).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-WA_PHONE_ID = "106540352242922"
-WA_USER = "16315551181"
-
-
-def whatsapp(
-    message: dict[str, Any] | None = None, statuses: list[Any] | None = None, user: str = WA_USER
-) -> dict[str, Any]:
-    value: dict[str, Any] = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550783881", "phone_number_id": WA_PHONE_ID},
-    }
-    if message is not None:
-        value["contacts"] = [{"profile": {"name": "Sheena Nelson"}, "wa_id": user}]
-        value["messages"] = [{"from": user, "timestamp": "1749416383", **message}]
-    if statuses is not None:
-        value["statuses"] = statuses
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "102290129340398", "changes": [{"value": value, "field": "messages"}]}],
-    }
-
+from bench.webhooks import WA_PHONE_ID as WA_PHONE_ID  # the tests take them from here
+from bench.webhooks import WA_USER
+from bench.webhooks import whatsapp as whatsapp
 
 WHATSAPP_MESSAGES: dict[str, dict[str, Any]] = {
     "text": {

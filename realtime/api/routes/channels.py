@@ -255,14 +255,17 @@ async def _config(
         tenant_id = str(UUID(tenant_id))  # one spelling: the keys and contexts depend on it
     except ValueError:
         raise _refused(channel, "not_configured", 404, "no such tenant or channel") from None
-    if await platform.tenant_directory.exists(tenant_id) is False:
+    known = await platform.tenant_directory.exists(tenant_id)
+    if known is False:
         wait = await platform.failed_auth.blocked(client)
         if wait:
             raise too_many_failures(wait)
         await platform.failed_auth.failed(client)
         raise _refused(channel, "not_configured", 404, "no such tenant or channel")
     try:
-        config = await platform.channels.config(tenant_id, channel)
+        # a known tenant's id is public (the widget shows it): its unconfigured channels
+        # are remembered too, or each such request would cost a PostgreSQL transaction
+        config = await platform.channels.config(tenant_id, channel, keep_miss=known is True)
     except SecretError:
         raise ApiError(
             503,
@@ -608,7 +611,12 @@ async def _handle(
                     raise
                 # kept before the delivery is marked done (when the block ends): the
                 # provider's retry is skipped from then on, and nothing is lost
-                await platform.deliveries.defer(config.tenant_id, inbound_record(channel, inbound))
+                user_id = await platform.identities.resolve(
+                    config.tenant_id, channel, inbound.sender
+                )
+                await platform.deliveries.defer(
+                    config.tenant_id, inbound_record(channel, inbound, user_id)
+                )
                 deferred += 1
                 continue
             answered += 1
@@ -636,9 +644,15 @@ async def answer_deferred(platform: Platform) -> int:
         for entry_id, record in entries:
             if not await platform.deliveries.take_deferred(tenant_id, entry_id):
                 break  # another process is answering this tenant's inbox
-            channel, inbound = record["channel"], Inbound(**record["inbound"])
-            config = await platform.channels.config(tenant_id, config_channel(channel))
             try:
+                channel, inbound = record["channel"], Inbound(**record["inbound"])
+            except (KeyError, TypeError):  # left by another release, or damaged
+                # its id only: the record holds the end user's text and address
+                log.error("an unreadable deferred channel message dropped: %s", entry_id)
+                await platform.deliveries.finish_deferred(tenant_id, entry_id)
+                continue
+            try:
+                config = await platform.channels.config(tenant_id, config_channel(channel))
                 if config is None or not config.enabled:
                     log.warning("deferred %s message dropped: channel gone", channel)
                 else:
@@ -649,6 +663,12 @@ async def answer_deferred(platform: Platform) -> int:
                     await platform.deliveries.release_deferred(tenant_id, entry_id)
                     break
                 log.warning("deferred %s message refused: %s", channel, exc)
+            except Exception:
+                # a store away, a secret that cannot be opened: this tenant's inbox waits
+                # for the next round, and the other tenants' go on
+                log.warning("deferred %s message not answered yet", channel, exc_info=True)
+                await platform.deliveries.release_deferred(tenant_id, entry_id)
+                break
             except BaseException:
                 await platform.deliveries.release_deferred(tenant_id, entry_id)
                 raise

@@ -20,7 +20,8 @@ import asyncio
 import time
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Response, status
 from fastapi.responses import FileResponse, JSONResponse
@@ -36,10 +37,12 @@ from compliance.jobs import (
     digest,
     launch_erasure,
     launch_process,
+    settle_abandoned,
 )
-from realtime.api.deps import PlatformDep, TenantDep
+from realtime.api.deps import PlatformDep, TenantContext, TenantDep
 from realtime.api.errors import ApiError
 from realtime.api.schemas import ErasureIn, ErasureRequestOut, error_responses
+from realtime.platform import Platform
 
 router = APIRouter(prefix="/v1/compliance", tags=["compliance"])
 
@@ -73,32 +76,7 @@ class ExportOut(BaseModel):
 async def request_erasure(
     body: ErasureIn, tenant: TenantDep, platform: PlatformDep
 ) -> ErasureRequestOut:
-    request_id = uuid.uuid4().hex
-    subject = digest(platform.settings, tenant.tenant_id, body.user_id)
-    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
-        await _admit(conn, platform, tenant.tenant_id)
-        await conn.execute(
-            """insert into erasure_requests (request_id, tenant_id, subject_digest,
-                                             subject_digest_scheme, status, requested_by)
-               values (%s, %s, %s, %s, 'queued', %s)""",
-            (request_id, tenant.tenant_id, *subject, tenant.actor),
-        )
-        await conn.execute(
-            INSERT_JOB,
-            (request_id, tenant.tenant_id, "erasure", *subject, tenant.actor, None),
-        )
-        await record_audit(conn, tenant.tenant_id, tenant.actor, "compliance.erasure.requested",
-                           request_id, _digest_detail(subject))  # fmt: skip
-    launched = await asyncio.to_thread(
-        launch_erasure, platform.settings, platform.redis_sync, tenant.tenant_id,
-        body.user_id, tenant.actor, request_id,
-    )  # fmt: skip
-    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
-        for table, key in (("erasure_requests", "request_id"), ("compliance_jobs", "job_id")):
-            await conn.execute(
-                f"update {table} set executor = %s, run_id = %s where {key} = %s",
-                (launched["executor"], launched["run_id"], request_id),
-            )
+    request_id, subject, launched = await _start(platform, tenant, "erasure", body.user_id)
     return ErasureRequestOut(
         request_id=request_id, status="queued", subject_digest=subject[0],
         subject_digest_scheme=subject[1], **launched,
@@ -112,6 +90,7 @@ async def request_erasure(
 )
 async def get_erasure(request_id: str, tenant: TenantDep, platform: PlatformDep) -> Any:
     async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
+        await settle_abandoned(conn, tenant.tenant_id)  # a killed job shows as failed
         cur = await conn.execute(
             """select request_id, status, subject_digest, subject_digest_scheme, executor,
                       run_id, created_at, finished_at, certificate
@@ -142,25 +121,7 @@ async def request_export(
     """Everything held about one user: a zip of subject.json and Parquet files of their
     lake rows, made by a queued job. Answered with the bundle if the job finishes within
     a minute (and `Prefer: respond-async` is not sent), else 202 with the request id."""
-    request_id = uuid.uuid4().hex
-    subject = digest(platform.settings, tenant.tenant_id, body.user_id)
-    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
-        await _admit(conn, platform, tenant.tenant_id)
-        await conn.execute(
-            INSERT_JOB,
-            (request_id, tenant.tenant_id, "export", *subject, tenant.actor, None),
-        )
-        await record_audit(conn, tenant.tenant_id, tenant.actor, "compliance.export.requested",
-                           request_id, _digest_detail(subject))  # fmt: skip
-    launched = await asyncio.to_thread(
-        launch_process, platform.settings, platform.redis_sync, "export", tenant.tenant_id,
-        body.user_id, tenant.actor, request_id,
-    )  # fmt: skip
-    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
-        await conn.execute(
-            "update compliance_jobs set executor = %s, run_id = %s where job_id = %s",
-            (launched["executor"], launched["run_id"], request_id),
-        )
+    request_id, _, _ = await _start(platform, tenant, "export", body.user_id)
     job = await _export(platform, tenant.tenant_id, request_id)
     if "respond-async" not in (prefer or "").lower():
         deadline = time.monotonic() + EXPORT_WAIT_SECONDS
@@ -190,6 +151,44 @@ async def get_export_bundle(request_id: str, tenant: TenantDep, platform: Platfo
     return _bundle(platform, tenant.tenant_id, job)
 
 
+async def _start(
+    platform: Platform, tenant: TenantContext, kind: Literal["erasure", "export"], user_id: str
+) -> tuple[str, tuple[str, str], dict[str, Any]]:
+    """Record the request (admitted, with its job and an audit entry, in one transaction),
+    launch its job, and record what carries it out: its id, subject digest and launch."""
+    request_id = uuid.uuid4().hex
+    subject = digest(platform.settings, tenant.tenant_id, user_id)
+    # an erasure also has its own row (the certificate's), kept beside the job's
+    tables = [("compliance_jobs", "job_id")]
+    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
+        await _admit(conn, platform, tenant.tenant_id)
+        if kind == "erasure":
+            await conn.execute(
+                """insert into erasure_requests (request_id, tenant_id, subject_digest,
+                                                 subject_digest_scheme, status, requested_by)
+                   values (%s, %s, %s, %s, 'queued', %s)""",
+                (request_id, tenant.tenant_id, *subject, tenant.actor),
+            )
+            tables.insert(0, ("erasure_requests", "request_id"))  # the order it had
+        await conn.execute(
+            INSERT_JOB, (request_id, tenant.tenant_id, kind, *subject, tenant.actor, None)
+        )
+        await record_audit(conn, tenant.tenant_id, tenant.actor, f"compliance.{kind}.requested",
+                           request_id, _digest_detail(subject))  # fmt: skip
+    if kind == "erasure":
+        launch = partial(launch_erasure, platform.settings, platform.redis_sync)
+    else:
+        launch = partial(launch_process, platform.settings, platform.redis_sync, "export")
+    launched = await asyncio.to_thread(launch, tenant.tenant_id, user_id, tenant.actor, request_id)
+    async with tenant_transaction(platform.pool, tenant.tenant_id) as conn:
+        for table, key in tables:
+            await conn.execute(
+                f"update {table} set executor = %s, run_id = %s where {key} = %s",
+                (launched["executor"], launched["run_id"], request_id),
+            )
+    return request_id, subject, launched
+
+
 async def _admit(conn: Any, platform: Any, tenant_id: str) -> None:
     try:
         await admit(conn, platform.settings, tenant_id)
@@ -204,6 +203,7 @@ def _digest_detail(subject: tuple[str, str]) -> dict[str, str]:
 
 async def _export(platform: Any, tenant_id: str, request_id: str) -> ExportOut:
     async with tenant_transaction(platform.pool, tenant_id) as conn:
+        await settle_abandoned(conn, tenant_id)  # a killed job shows as failed
         cur = await conn.execute(
             """select job_id as request_id, status, subject_digest, subject_digest_scheme,
                       created_at, started_at, finished_at, error,
