@@ -69,9 +69,14 @@ def test_up_seeds_the_demo_and_runs_dagster_and_the_dashboards(tmp_path, monkeyp
             f"sensorsOrError(repositorySelector: {repository}) "
             "{ ... on Sensors { results { name sensorState { status } } } } }"
         )
-        answer = httpx.post(
-            f"http://127.0.0.1:{dagster_port}/graphql", json={"query": query}, timeout=60
-        ).json()["data"]
+        deadline = time.monotonic() + 180  # the code location may still be loading (or
+        while True:  # reloading after a restart by `up`) on a loaded machine
+            answer = httpx.post(
+                f"http://127.0.0.1:{dagster_port}/graphql", json={"query": query}, timeout=60
+            ).json()["data"]
+            if answer["assetNodes"] or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         assets = {"/".join(node["assetKey"]["path"]) for node in answer["assetNodes"]}
         assert {"bronze/messages", "silver/turns", "fct_tenant_daily"} <= assets
         sensors = {
