@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.utils.processes import READY_LINE, up_banner
+
 CHATLAKE = str(Path(sys.executable).parent / "chatlake")
 
 
@@ -46,16 +48,10 @@ def _until(what, timeout_s: float, message: str):
 
 
 def _wait_banner(proc: subprocess.Popen[str], timeout_s: float = 180) -> str:
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops everything" in line:
-            return "".join(lines)
-    raise AssertionError("".join(lines))
+    output = up_banner(proc, timeout_s)
+    if READY_LINE not in output:
+        raise AssertionError(output)
+    return output
 
 
 def _process(up: psutil.Process, *words: str) -> psutil.Process | None:

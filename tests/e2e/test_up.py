@@ -21,6 +21,7 @@ from dashboards.screenshots import PAGES
 from lake.readers import scan
 from lake.schemas import MESSAGES_TABLE
 from pipelines.common import RANGE_START_TAG
+from tests.utils.processes import up_banner
 
 CHATLAKE = str(Path(sys.executable).parent / "chatlake")
 
@@ -29,20 +30,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _banner(proc: subprocess.Popen[str], timeout_s: float) -> str:
-    """What `up` prints until it says it is ready (or stops printing)."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
-    return "".join(lines)
 
 
 def test_up_seeds_the_demo_and_runs_dagster_and_the_dashboards(tmp_path, monkeypatch):
@@ -54,7 +41,7 @@ def test_up_seeds_the_demo_and_runs_dagster_and_the_dashboards(tmp_path, monkeyp
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     try:
-        output = _banner(proc, timeout_s=420)
+        output = up_banner(proc, timeout_s=420)
         assert f"Dagster        http://127.0.0.1:{dagster_port}" in output, output
         dashboards = f"http://127.0.0.1:{dashboards_port}"
         assert f"dashboards     {dashboards}" in output

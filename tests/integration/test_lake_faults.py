@@ -155,6 +155,18 @@ def _ingest(env: dict[str, str], *args: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def _running_worker(env: dict[str, str], redis_sync) -> subprocess.Popen:
+    """`chatlake ingest` under the default consumer name, once it holds the name's lease."""
+    worker = _ingest(env, "--max-latency-ms", "20")
+    deadline = time.monotonic() + 60
+    while not redis_sync.exists(ingest_lease(default_consumer_name())):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            raise AssertionError(worker.communicate())
+        time.sleep(0.1)
+    return worker
+
+
 def test_ingest_once_beside_a_running_worker_exits_0_with_every_event_once(
     client, tenant, own_lake, redis_sync
 ):
@@ -189,12 +201,8 @@ def test_ingest_once_beside_a_running_worker_exits_0_with_every_event_once(
     assert redis_sync.xlen(TenantKeyspace(tenant.tenant_id).events) == 0
 
     # a name that a live process runs, given explicitly: refused in one line
-    worker = _ingest(env, "--max-latency-ms", "20")
+    worker = _running_worker(env, redis_sync)
     try:
-        deadline = time.monotonic() + 60
-        while not redis_sync.exists(ingest_lease(default_consumer_name())):
-            assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
-            time.sleep(0.1)
         same = subprocess.run(
             [CHATLAKE, "ingest", "--once", "--consumer", default_consumer_name()],
             capture_output=True, text=True, env=env, timeout=180,
@@ -305,12 +313,8 @@ def test_ingest_once_beside_a_running_worker_leaves_the_group_after_a_clean_drai
     clean drain that name is no longer a consumer of any stream (it was, forever)."""
     env = {**os.environ}
     env.pop(FAILPOINT_ENV, None)
-    worker = _ingest(env, "--max-latency-ms", "20")
+    worker = _running_worker(env, redis_sync)
     try:
-        deadline = time.monotonic() + 60
-        while not redis_sync.exists(ingest_lease(default_consumer_name())):
-            assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
-            time.sleep(0.1)
         talk(client, tenant, users=2, turns=2)
         once = subprocess.run([CHATLAKE, "ingest", "--once"], capture_output=True, text=True,
                               env=env, timeout=180)  # fmt: skip
