@@ -37,9 +37,8 @@ from bench.output import write_results
 from bench.realtime import BENCH_DIR, Server, _bench_tenant_key, _free_port
 from bench.webhooks import WA_PHONE_ID, meta_headers, whatsapp
 from chatlake.db.migrate import upgrade
-from chatlake.embedded import Services
+from chatlake.embedded import Services, wait_http_ready
 from chatlake.errors import ChatlakeError
-from chatlake.launcher import wait_http_ready
 from chatlake.settings import Settings
 
 APP_SECRET = "bench-app-secret"

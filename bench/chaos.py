@@ -301,7 +301,7 @@ class Platform:
         for process in tree:
             with contextlib.suppress(psutil.Error):
                 line = process.cmdline()
-                if "chatlake.guard" not in line and word in line and "chatlake" in line:
+                if "cli.guard" not in line and word in line and "chatlake" in line:
                     return int(process.pid)
         return None
 
@@ -506,7 +506,7 @@ def _drain(platform_: Platform, bound_s: float) -> JsonDict:
     """Until the ingest worker has taken every entry of the stream into the lake."""
     from chatlake.embedded import Services
     from chatlake.keyspace import redis_sync_client
-    from lake.streams import stream_status
+    from chatlake.streams import stream_status
 
     started = time.monotonic()
     last: JsonDict = {}

@@ -27,7 +27,7 @@ from deltalake import DeltaTable
 
 from bench.output import write_results
 from bench.pipeline import generate_lake
-from compliance.pii import pseudonymize, tenant_pseudonym_key
+from chatlake.pii import pseudonymize, tenant_pseudonym_key
 from lake.datasets import arrow_dataset
 from lake.erasure import SUBJECT_COLUMNS, erase_from_table, log_mentions, versions_holding
 from lake.silver import build_silver

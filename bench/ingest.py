@@ -27,11 +27,11 @@ from deltalake import write_deltalake
 
 from bench.output import write_results
 from chatlake.embedded import Services
+from chatlake.events import encode, message_event
 from chatlake.keyspace import EVENT_STREAMS, TenantKeyspace, redis_sync_client
 from chatlake.settings import Settings
 from lake.ingest import IngestWorker, split_events
 from lake.schemas import MESSAGES_TABLE, PARTITION_BY
-from realtime.events import encode, message_event
 
 BENCH_DIR = Path(__file__).parent
 TEXTS = ("hello", "where is my order 12345?", "I'd like to change my delivery address please")

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.output import write_results
 from chatlake.errors import ChatlakeError
-from realtime.engine.nlu.classifier import OUT_OF_SCOPE, IntentClassifier
+from nlu.classifier import OUT_OF_SCOPE, IntentClassifier
 
 BENCH_DIR = Path(__file__).parent
 DEFAULT_DATA = BENCH_DIR.parent.parent / "shared" / "data" / "clinc150" / "data_full.json"

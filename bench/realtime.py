@@ -17,6 +17,7 @@ without the provider's time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -35,10 +36,11 @@ import httpx
 
 from bench.output import write_results
 from chatlake.db.migrate import upgrade
-from chatlake.embedded import Services
+from chatlake.embedded import Services, wait_http_ready
 from chatlake.errors import ChatlakeError
-from chatlake.launcher import run_control, wait_http_ready
 from chatlake.settings import Settings
+from chatlake.tenants import control_plane
+from realtime.engine.flows.engine import sample_flow
 
 BENCH_DIR = Path(__file__).parent
 PHRASES = (
@@ -214,7 +216,11 @@ def _bench_tenant_key(settings: Settings, name: str) -> str:
         )
         return str(issued.api_key)
 
-    return str(run_control(settings, create))
+    async def with_control_plane() -> str:
+        async with control_plane(settings, sample_flow()) as control:
+            return await create(control)
+
+    return asyncio.run(with_control_plane())
 
 
 def run(

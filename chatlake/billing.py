@@ -119,11 +119,6 @@ class Usage:
     def public(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_public(cls, data: dict[str, Any]) -> Usage:
-        return cls(data["messages"], data["conversations"],
-                   tuple(TokenUsage(**t) for t in data.get("llm", [])))  # fmt: skip
-
 
 @dataclass(frozen=True)
 class Line:

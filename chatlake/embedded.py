@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 import fasteners
+import httpx
 import psutil
 import psycopg
 import redis
@@ -467,3 +468,23 @@ def _not_running_hint(settings: Settings, what: str) -> str:
         f"{what} is not running under CHATLAKE_HOME={settings.home}; "
         f"start the stores with `chatlake services start` (or `make up`)"
     )
+
+
+def wait_http_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until `url` answers (below 500); an error if `process` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ChatlakeError(f"{url} exited with code {process.returncode} while starting")
+        if http_ready(url):
+            return
+        time.sleep(0.2)
+    raise ChatlakeError(f"{url} did not become ready within {timeout:.0f} s")
+
+
+def http_ready(url: str) -> bool:
+    """Whether `url` answers below 500 within a second."""
+    try:
+        return httpx.get(url, timeout=1.0).status_code < 500
+    except httpx.HTTPError:
+        return False

@@ -118,13 +118,13 @@ class TenantKeyspace:
         return f"{self.prefix}:breaker:{tier}"
 
     def erasing(self, subject_digest: str) -> str:
-        """Set while the subject's erasure runs (compliance/erasure.py)."""
+        """Set while the subject's erasure runs (pipelines/compliance/erasure.py)."""
         return f"{self.prefix}:erasing:{subject_digest}"
 
     @property
     def subject_keys(self) -> str:
         """Hash: user_key -> the key that seals that subject's free text kept in stores
-        that cannot be scrubbed byte by byte (compliance/subject_keys.py)."""
+        that cannot be scrubbed byte by byte (chatlake/subject_keys.py)."""
         return f"{self.prefix}:subject-keys"
 
     def erasure_key(self, request_id: str) -> str:

@@ -43,14 +43,20 @@ from deltalake import CommitProperties, DeltaTable
 from chatlake.errors import ChatlakeError
 from lake import locks
 from lake.datasets import arrow_dataset
+from lake.schemas import (
+    CONVERSATION_EVENTS_TABLE,
+    MESSAGES_TABLE,
+    SILVER_CONVERSATION_EVENTS_TABLE,
+    TURNS_TABLE,
+)
 from lake.writer import open_table, referenced_files, table_uri
 
 # table -> the column that identifies the subject in it
 SUBJECT_COLUMNS = {
-    "bronze/messages": "user_id",
-    "bronze/conversation_events": "user_id",
-    "silver/turns": "user_key",
-    "silver/conversation_events": "user_key",
+    MESSAGES_TABLE: "user_id",
+    CONVERSATION_EVENTS_TABLE: "user_id",
+    TURNS_TABLE: "user_key",
+    SILVER_CONVERSATION_EVENTS_TABLE: "user_key",
 }
 FAILPOINT_ENV = "CHATLAKE_ERASURE_FAILPOINT"
 

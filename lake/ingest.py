@@ -60,13 +60,13 @@ from redis.retry import Retry
 
 from chatlake.errors import ChatlakeError
 from chatlake.keyspace import EVENT_STREAMS, ingest_inflight, ingest_lease, ingest_stats
-from lake.schemas import CONVERSATION_EVENTS_TABLE, MESSAGES_TABLE, TABLES
-from lake.streams import GROUP, stream_status
+from chatlake.streams import GROUP, stream_status
+from lake.schemas import BRONZE_TABLES, CONVERSATION_EVENTS_TABLE, MESSAGES_TABLE
 from lake.writer import DeltaAppender, open_table, table_uri
 
 # Every event field of every table, nullable: one parse, then a split by event type.
 _ALL_FIELDS: dict[str, pa.Field] = {}
-for _event_schema, _ in TABLES.values():
+for _event_schema, _ in BRONZE_TABLES.values():
     for _field in _event_schema:
         _ALL_FIELDS.setdefault(_field.name, _field.with_nullable(True))
 ANY_EVENT = pa.schema(list(_ALL_FIELDS.values()))
@@ -152,7 +152,7 @@ def split_events(raw_events: list[bytes]) -> dict[str, pa.Table]:
         (MESSAGES_TABLE, is_message),
         (CONVERSATION_EVENTS_TABLE, pc.invert(is_message)),
     ):
-        event_schema, table_schema = TABLES[name]
+        event_schema, table_schema = BRONZE_TABLES[name]
         subset = parsed.filter(mask)
         if subset.num_rows == 0:
             continue
@@ -234,7 +234,7 @@ class IngestWorker:
         # XREADGROUP replies are used as hiredis parses them: building a dict per entry
         # costs more than the rest of the read.
         self.reader.set_response_callback("XREADGROUP", _raw_reply)
-        self.appenders = {name: DeltaAppender(self.lake_root, name) for name in TABLES}
+        self.appenders = {name: DeltaAppender(self.lake_root, name) for name in BRONZE_TABLES}
         self.version = self._committed_version()
         self._groups: set[str] = set()
         self._untrimmed: set[str] = set()
@@ -615,10 +615,10 @@ def drain_once(
 
 
 def ingest_status(redis: Redis, lake_root: str) -> dict[str, Any]:
-    """`stream_status` plus the version of each lake table."""
+    """`stream_status` plus the version of each bronze table (the tables ingest writes)."""
     status = stream_status(redis)
     tables = {}
-    for name in TABLES:
+    for name in BRONZE_TABLES:
         table = open_table(table_uri(lake_root, name))
         tables[name] = {"version": table.version() if table else None}
     return {**status, "tables": tables}

@@ -18,7 +18,7 @@ from typing import Any
 from deltalake import CommitProperties, DeltaTable
 
 from lake import locks
-from lake.schemas import TABLES
+from lake.schemas import TABLE_SCHEMAS
 from lake.writer import open_table, table_uri
 
 DEFAULT_RETENTION_HOURS = 168  # Delta's default: time travel a week back keeps working
@@ -56,14 +56,11 @@ def maintain_table(
     }
 
 
-SILVER_TABLES = ("silver/turns", "silver/conversation_events")
-
-
 def maintain(
     lake_root: str, retention_hours: int = DEFAULT_RETENTION_HOURS
 ) -> list[dict[str, Any]]:
     """Every lake table: bronze, and silver where the pipelines have built it."""
-    return [maintain_table(lake_root, name, retention_hours) for name in (*TABLES, *SILVER_TABLES)]
+    return [maintain_table(lake_root, name, retention_hours) for name in TABLE_SCHEMAS]
 
 
 def retention_predicate(cutoffs: dict[str, date], default_cutoff: date) -> str:
@@ -117,7 +114,7 @@ def apply_retention(
     }
     predicate = retention_predicate(cutoffs, default_cutoff)
     deleted: dict[str, dict[str, Any]] = {}
-    for name in (*TABLES, *SILVER_TABLES):
+    for name in TABLE_SCHEMAS:
         uri = table_uri(lake_root, name)
         if open_table(uri) is None:
             continue

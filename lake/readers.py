@@ -15,15 +15,13 @@ import polars as pl
 import pyarrow.dataset as ds
 
 from lake.datasets import arrow_dataset
-from lake.schemas import TABLES
+from lake.schemas import TABLE_SCHEMAS
 from lake.writer import open_table, table_uri
 
 
 def tenant_dataset(lake_root: str, name: str, tenant_id: str) -> ds.Dataset | None:
     """The rows of one tenant in table `name`, as a pyarrow dataset (None: no table yet)."""
-    from lake.maintenance import SILVER_TABLES
-
-    if name not in TABLES and name not in SILVER_TABLES:
+    if name not in TABLE_SCHEMAS:
         raise ValueError(f"unknown lake table {name!r}")
     tenant = str(UUID(tenant_id))  # refuses anything but a tenant id
     table = open_table(table_uri(lake_root, name))
@@ -36,7 +34,7 @@ def scan(lake_root: str, name: str, tenant_id: str) -> pl.LazyFrame:
     """A polars LazyFrame over one tenant's rows."""
     dataset = tenant_dataset(lake_root, name, tenant_id)
     if dataset is None:
-        return pl.LazyFrame(schema=dict(pl.Schema(TABLES[name][1])))
+        return pl.LazyFrame(schema=dict(pl.Schema(TABLE_SCHEMAS[name])))
     return pl.scan_pyarrow_dataset(dataset)
 
 
@@ -49,7 +47,7 @@ def duckdb_query(
     if dataset is None:
         import pyarrow as pa
 
-        connection.register("rows", pa.Table.from_pylist([], schema=TABLES[name][1]))
+        connection.register("rows", pa.Table.from_pylist([], schema=TABLE_SCHEMAS[name]))
     else:
         connection.register("rows", dataset)
     return connection.sql(sql, params=params)

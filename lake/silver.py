@@ -1,14 +1,14 @@
 """Silver: bronze rows cleaned, PII-masked and pseudonymized, a range of days at a time.
 
 `silver/turns` has one row per message (in or out) with the text normalised (Unicode NFKC,
-whitespace collapsed, empty as null) and masked (compliance/pii.py), `user_id` replaced by
+whitespace collapsed, empty as null) and masked (chatlake/pii.py), `user_id` replaced by
 `user_key` (a per-tenant keyed hash), `payload` dropped (free-form, may hold anything), and
 `is_fallback` set on replies that only the rules tier could give, and `is_first_reply` on
 one reply per turn (the one that carries the turn's latency in percentiles).
 `silver/conversation_events` is bronze's conversation events with the same pseudonym.
-Both are partitioned by tenant and date, and a rebuild of a range of days replaces exactly
-those days (Delta `replaceWhere`), so re-running a day is idempotent and a new day does not
-touch history.
+Both are partitioned by tenant and date (their names and schemas: lake/schemas.py), and a
+rebuild of a range of days replaces exactly those days (Delta `replaceWhere`), so re-running
+a day is idempotent and a new day does not touch history.
 """
 
 from __future__ import annotations
@@ -22,48 +22,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import write_deltalake
 
-from compliance.pii import mask_pii, pseudonymize, tenant_pseudonym_key
+from chatlake.pii import mask_pii, pseudonymize, tenant_pseudonym_key
 from lake import locks
 from lake.datasets import arrow_dataset
-from lake.maintenance import SILVER_TABLES
 from lake.schemas import (
-    BRONZE_CONVERSATION_EVENTS,
-    BRONZE_MESSAGES,
     CONVERSATION_EVENTS_TABLE,
     MESSAGES_TABLE,
     PARTITION_BY,
+    SILVER_CONVERSATION_EVENTS,
+    SILVER_CONVERSATION_EVENTS_TABLE,
+    SILVER_TURNS,
+    TURNS_TABLE,
 )
 from lake.writer import open_table, table_uri
-
-SILVER_TURNS, SILVER_CONVERSATION_EVENTS = SILVER_TABLES
-
-_USER_KEY = pa.field("user_key", pa.string(), nullable=False)
-_ADDED_BEFORE = {  # silver's own columns, each placed before the bronze column named
-    "language": [pa.field("pii_found", pa.int32(), nullable=False)],
-    "created_at": [
-        pa.field("is_fallback", pa.bool_(), nullable=False),
-        pa.field("is_first_reply", pa.bool_(), nullable=False),
-    ],
-}
-
-
-def _silver_schema(bronze: pa.Schema, added: dict[str, list[pa.Field]]) -> pa.Schema:
-    """Bronze's columns with `user_id` replaced by `user_key`, `event_type` (turns only) and
-    `payload` (free-form, may hold anything) dropped, and silver's own columns added."""
-    fields = []
-    for field in bronze:
-        fields += added.get(field.name, [])
-        if field.name == "user_id":
-            fields.append(_USER_KEY)
-        elif field.name not in ("event_type", "payload"):
-            fields.append(field)
-    return pa.schema(fields)
-
-
-TURNS_SCHEMA = _silver_schema(BRONZE_MESSAGES, _ADDED_BEFORE)
-EVENTS_SCHEMA = pa.schema(
-    [_USER_KEY if f.name == "user_id" else f for f in BRONZE_CONVERSATION_EVENTS]
-)
 
 
 def clean_texts(texts: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -129,7 +100,7 @@ def turns_from_bronze(bronze: pa.Table, pseudonym_key: str) -> pa.Table:
         bronze = bronze.filter(first)
     columns: dict[str, Any] = {
         name: bronze[name]
-        for name in TURNS_SCHEMA.names
+        for name in SILVER_TURNS.names
         if name in bronze.column_names and name != "text"
     }
     columns["text"], columns["pii_found"] = clean_texts(bronze["text"])
@@ -137,14 +108,14 @@ def turns_from_bronze(bronze: pa.Table, pseudonym_key: str) -> pa.Table:
     is_out = pc.equal(bronze["direction"], "out")
     columns["is_fallback"] = pc.fill_null(pc.and_(is_out, pc.equal(bronze["tier"], "rules")), False)
     columns["is_first_reply"] = _first_replies(bronze)
-    return pa.table({name: columns[name] for name in TURNS_SCHEMA.names}, schema=TURNS_SCHEMA)
+    return pa.table({name: columns[name] for name in SILVER_TURNS.names}, schema=SILVER_TURNS)
 
 
 def events_from_bronze(bronze: pa.Table, pseudonym_key: str) -> pa.Table:
-    names = [n for n in EVENTS_SCHEMA.names if n in bronze.column_names]
-    columns: dict[str, Any] = {n: bronze[n] for n in names}
+    schema = SILVER_CONVERSATION_EVENTS
+    columns: dict[str, Any] = {n: bronze[n] for n in schema.names if n in bronze.column_names}
     columns["user_key"] = pa.array(_user_keys(bronze, pseudonym_key), pa.string())
-    return pa.table({name: columns[name] for name in EVENTS_SCHEMA.names}, schema=EVENTS_SCHEMA)
+    return pa.table({name: columns[name] for name in schema.names}, schema=schema)
 
 
 def _replace_days(lake_root: str, name: str, rows: pa.Table, first: date, last: date) -> None:
@@ -164,8 +135,13 @@ def build_silver(lake_root: str, first: date, last: date, pseudonym_key: str) ->
     """Rebuild silver for the days `first`..`last` from bronze; rows written per table."""
     written = {}
     for source, target, transform, schema in (
-        (MESSAGES_TABLE, SILVER_TURNS, turns_from_bronze, TURNS_SCHEMA),
-        (CONVERSATION_EVENTS_TABLE, SILVER_CONVERSATION_EVENTS, events_from_bronze, EVENTS_SCHEMA),
+        (MESSAGES_TABLE, TURNS_TABLE, turns_from_bronze, SILVER_TURNS),
+        (
+            CONVERSATION_EVENTS_TABLE,
+            SILVER_CONVERSATION_EVENTS_TABLE,
+            events_from_bronze,
+            SILVER_CONVERSATION_EVENTS,
+        ),
     ):
         bronze = _read_days(lake_root, source, first, last)
         rows = transform(bronze, pseudonym_key) if bronze is not None else schema.empty_table()

@@ -32,7 +32,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from lake import locks
-from lake.schemas import PARTITION_BY, TABLES
+from lake.schemas import PARTITION_BY, TABLE_SCHEMAS
 
 COMMIT_ATTEMPTS = 5
 _log = structlog.get_logger("chatlake.lake.writer")
@@ -76,11 +76,11 @@ class DeltaAppender:
         self.name = name
         self.key = key
         self.uri = table_uri(lake_root, name)
-        self.table = ensure_table(self.uri, TABLES[name][1])
+        self.table = ensure_table(self.uri, TABLE_SCHEMAS[name])
 
     def reload(self) -> None:
         """A fresh view of the table: the latest checkpoint and the commits after it."""
-        self.table = ensure_table(self.uri, TABLES[self.name][1])
+        self.table = ensure_table(self.uri, TABLE_SCHEMAS[self.name])
 
     def refresh(self) -> None:
         """Bring the view up to the latest version; reload it when the log entries it

@@ -1,75 +1,26 @@
-"""What the code location's modules share: the lake resource (which holds the pipeline
-lock while a step uses it), the daily partitions, the dbt project, and the environment dbt
-reads."""
+"""What the code location's domain folders share: the daily partitions and the tags of a
+single-run backfill, the tag of the jobs that write the warehouse, the dbt project and the
+environment dbt reads. The resources are in `defs/resources.py`."""
 
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
 from dagster_dbt import DbtProject
 
-from chatlake.runlock import pipeline_lock
-from chatlake.settings import Settings, get_settings
+from chatlake.settings import get_settings
 
 DBT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 # One partition per UTC day; today's (still filling) partition is included.
 DAILY = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_offset=1)
 RANGE_START_TAG = "dagster/asset_partition_range_start"  # what a single-run backfill sets
 RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
-class LakeResource(dg.ConfigurableResource):
-    """The Delta lake root (`CHATLAKE_LAKE_URI`, else `$CHATLAKE_HOME/lake`) and the
-    platform's pseudonym key, read from the environment or the development secrets file
-    when needed (never part of the run configuration the UI shows)."""
-
-    root: str
-    home: str
-
-    def settings(self) -> Settings:
-        return Settings(home=Path(self.home), lake_uri=self.root)
-
-    def pseudonym_key(self) -> str:
-        return self.settings().secret("pseudonym_key")
-
-    @contextmanager
-    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[LakeResource]:
-        """A step that uses the lake holds the pipeline lock (chatlake/runlock.py) while it
-        runs: the runs Dagster launches queue behind `chatlake pipeline run` and the seed
-        of `chatlake up` as those queue behind them (an in-process run holds it already)."""
-        run = context.run_id or "?"
-
-        def say(message: str) -> None:
-            print(message, file=sys.stderr, flush=True)
-            if context.log is not None:
-                context.log.info(message)
-
-        with pipeline_lock(Path(self.home), f"dagster run {run}", say):
-            yield self
-
-
-@contextmanager
-def step_lock(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> Iterator[None]:
-    """The pipeline lock for a step that touches the warehouse without the lake resource
-    (the dbt build, the marts' checks); waiting is said in the run's log and on stderr."""
-
-    def say(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
-        context.log.info(message)
-
-    with pipeline_lock(get_settings().home, f"dagster run {context.run.run_id}", say):
-        yield
-
-
-def lake_resource() -> LakeResource:
-    settings = get_settings()
-    return LakeResource(root=settings.lake_root, home=str(settings.home))
+# The tag of the jobs that write the warehouse (or must not run while it is written): the
+# instance that `chatlake pipeline run` sets up runs one of them at a time (run.py).
+WAREHOUSE_WRITER = {"chatlake/warehouse": "writer"}
 
 
 def dbt_environment() -> None:

@@ -5,7 +5,7 @@
    a fallback reply (the rules tier), or after which the conversation was handed off;
    de-duplicated by their normalised text (a keyed digest), ranked by how often they
    occur, PII-masked (silver's text), and written to PostgreSQL sealed under each
-   subject's key (compliance/subject_keys.py). The API serves it; it never reads the lake.
+   subject's key (chatlake/subject_keys.py). The API serves it; it never reads the lake.
 2. The training set: the tenant's intent examples plus its human labels, whose texts are
    read from silver by event id (labels keep no text), never the model's own guesses. An
    erased or expired utterance is gone from silver, so no later training set holds it.
@@ -20,6 +20,9 @@
    out-of-scope recall on either. Every candidate becomes a model version, promoted or
    rejected with its reasons, metrics, confusion summary, lineage and code version;
    promotion sets the Redis key every API process reads per request (no restart).
+
+Model versions are recorded, made live and retired by the model store (nlu/models.py),
+the same one `POST /v1/nlu/train` records its versions with.
 """
 
 from __future__ import annotations
@@ -41,16 +44,17 @@ import polars as pl
 from redis import Redis
 
 from chatlake.db import owner_connection, tenant_connection
-from chatlake.keyspace import TenantKeyspace
+from chatlake.pii import tenant_pseudonym_key
 from chatlake.settings import Settings
-from compliance.pii import tenant_pseudonym_key
-from compliance.subject_keys import prune_subject_keys, seal_texts
+from chatlake.subject_keys import prune_subject_keys, seal_texts
 from lake.readers import tenant_dataset
+from lake.schemas import SILVER_CONVERSATION_EVENTS_TABLE, TURNS_TABLE
 from lake.writer import open_table, table_uri
-from realtime.engine.nlu.classifier import OUT_OF_SCOPE, IntentModel
-from realtime.engine.nlu.entities import TenantEntity
+from nlu.classifier import OUT_OF_SCOPE, WORD_TOKEN, IntentModel
+from nlu.entities import TenantEntity
+from nlu.models import IntentModels, publish
 
-TURNS, EVENTS = "silver/turns", "silver/conversation_events"
+TURNS, EVENTS = TURNS_TABLE, SILVER_CONVERSATION_EVENTS_TABLE
 HELD_OUT_BUCKETS = 2  # of 10: the share of the training set the gate holds out
 Example = tuple[str, str, str]  # (text, intent, language)
 
@@ -182,7 +186,7 @@ def build_review_queue(settings: Settings, redis: Redis, tenant_id: str) -> dict
             )  # fmt: skip
     pruned = prune_subject_keys(redis, tenant_id, {i["user_key"] for i in items})
     if pruned:  # their texts left the queue: destroy what could still open old copies
-        from compliance.erasure import rewrite_aof
+        from chatlake.subject_keys import rewrite_aof
 
         rewrite_aof(redis)
     return {"utterances": candidates.height, "items": len(items), "keys_destroyed": pruned}
@@ -195,6 +199,11 @@ def app_database_url(settings: Settings) -> str:
     from chatlake.embedded import Services
 
     return Services(settings).endpoints().app_database_url
+
+
+def intent_models(settings: Settings) -> IntentModels:
+    """The model store, as the app role (row-level security on, as for the API)."""
+    return IntentModels(app_database_url(settings), settings.lake_root)
 
 
 def code_version() -> dict[str, str | None]:
@@ -339,16 +348,9 @@ def retrain_tenant(settings: Settings, redis: Redis, tenant_id: str) -> dict[str
     everything: list[Example] = data["examples"] + data["labelled"]
     if len({intent for _, intent, _ in everything}) < 2:
         return {"tenant_id": tenant_id, "outcome": "skipped", "reason": "fewer than two intents"}
-    url = app_database_url(settings)
-    with tenant_connection(url, tenant_id) as conn:
-        live_row = conn.execute(
-            "select version, artifact_uri, lineage from nlu_models where active"
-        ).fetchone()
-        judged = conn.execute(
-            """select version from nlu_models where lineage->>'training_set_sha256' = %s
-               order by version desc limit 1""",
-            (lineage["training_set_sha256"],),
-        ).fetchone()
+    models = intent_models(settings)
+    live_row = models.live(tenant_id)
+    judged = models.judged(tenant_id, lineage["training_set_sha256"])
     if (
         live_row
         and live_row["lineage"].get("training_set_sha256") == lineage["training_set_sha256"]
@@ -356,7 +358,7 @@ def retrain_tenant(settings: Settings, redis: Redis, tenant_id: str) -> dict[str
         unchanged = f"training set unchanged since version {live_row['version']}"
         return {"tenant_id": tenant_id, "outcome": "skipped", "reason": unchanged}
     if judged:  # a candidate from this very training set was gated already (rejected)
-        seen = f"training set already judged as version {judged['version']}"
+        seen = f"training set already judged as version {judged}"
         return {"tenant_id": tenant_id, "outcome": "skipped", "reason": seen}
     started = time.perf_counter()
     candidate = _train(everything, data["entities"])
@@ -367,7 +369,7 @@ def retrain_tenant(settings: Settings, redis: Redis, tenant_id: str) -> dict[str
             "reason": "the candidate did not train",
         }
     train_seconds = time.perf_counter() - started
-    live = IntentModel.load(Path(live_row["artifact_uri"])) if live_row else None
+    live = models.load(tenant_id, live_row["version"]) if live_row else None
     live_labels = set((live_row or {}).get("lineage", {}).get("label_event_ids", []))
     live_recipe = data["examples"] + [
         (data["label_texts"][e], i, lang)
@@ -408,33 +410,14 @@ def _record(
     decision: dict[str, Any],
     lineage: dict[str, Any],
 ) -> int:
-    from psycopg.types.json import Jsonb
-
-    root = Path(settings.lake_root) / "models" / "intents" / tenant_id
-    with tenant_connection(app_database_url(settings), tenant_id) as conn:
-        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"nlu-models:{tenant_id}",))
-        row = conn.execute("select coalesce(max(version), 0) + 1 as v from nlu_models").fetchone()
-        assert row is not None
-        version = int(row["v"])
-        directory = root / f"v{version}"
-        model.save(directory)
-        conn.execute(
-            """insert into nlu_models (tenant_id, version, artifact_uri, metrics, lineage,
-                                       status, gate)
-               values (%s, %s, %s, %s, %s, %s, %s)""",
-            (tenant_id, version, str(directory), Jsonb(metrics), Jsonb(lineage), status,
-             Jsonb(decision)),
-        )  # fmt: skip
-        if status == "promoted":
-            conn.execute("update nlu_models set active = false where active")
-            conn.execute("update nlu_models set active = true where version = %s", (version,))
-        conn.execute(
-            """insert into audit_log (tenant_id, actor, action, target, detail)
-               values (%s, 'retraining-job', %s, %s, %s)""",
-            (tenant_id, f"nlu.{status}", str(version), Jsonb(decision)),
-        )
-    if status == "promoted":  # every API process reads this key per request
-        redis.set(TenantKeyspace(tenant_id).nlu_model, version)
+    """Record a candidate as the retraining job's model version; a promoted one goes live."""
+    promoted = status == "promoted"
+    version = intent_models(settings).record(
+        tenant_id, model, actor="retraining-job", action=f"nlu.{status}", metrics=metrics,
+        lineage=lineage, status=status, gate=decision, detail=decision, live=promoted,
+    )  # fmt: skip
+    if promoted:
+        publish(redis, tenant_id, version)
     return version
 
 
@@ -470,15 +453,10 @@ def tenants_with_silver(settings: Settings) -> list[str]:
 
 # --- erasure: model versions trained on a subject's labels ------------------------------
 
-WORD_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # the word vectorizer's tokens (scikit-learn's)
-
-
-def _models_root(settings: Settings, tenant_id: str) -> Path:
-    return Path(settings.lake_root) / "models" / "intents" / tenant_id
-
 
 def subject_words(texts: list[str], kept: list[str]) -> set[str]:
-    """The words of a subject's labelled texts that no text the tenant keeps has."""
+    """The words of a subject's labelled texts that no text the tenant keeps has (the
+    word featuriser's tokens)."""
     keep = {w for text in kept for w in WORD_TOKEN.findall(text.lower())}
     return {w for text in texts for w in WORD_TOKEN.findall(text.lower())} - keep
 
@@ -490,16 +468,8 @@ def retire_models_trained_on(
     is retired, its files deleted; if the live version was one, a new one is trained from
     the training set without those labels and goes live (no gate: the old one may not
     stay), or, if none can be trained, no version is live."""
-    from chatlake.embedded import Services
-
-    database_url = Services(settings).endpoints().database_url
-    with owner_connection(database_url) as conn:
-        rows = conn.execute(
-            """select version, artifact_uri, active, lineage from nlu_models
-               where tenant_id = %s and status <> 'retired' order by version""",
-            (tenant_id,),
-        ).fetchall()
-    doomed = [r for r in rows if set(r["lineage"].get("label_event_ids", [])) & event_ids]
+    models = intent_models(settings)
+    doomed = models.trained_on(tenant_id, event_ids)
     result: dict[str, Any] = {"versions_retired": [r["version"] for r in doomed]}
     if not doomed:
         return result
@@ -515,26 +485,9 @@ def retire_models_trained_on(
                                   {"examples": lineage["examples"], "labels": lineage["labels"]},
                                   decision, lineage)  # fmt: skip
         result["live_retrained_as"] = replacement
-    import shutil
-
-    from psycopg.types.json import Jsonb
-
-    with owner_connection(database_url) as conn:
-        for row in doomed:
-            conn.execute(
-                """update nlu_models set status = 'retired', active = false
-                   where tenant_id = %s and version = %s""",
-                (tenant_id, row["version"]),
-            )
-            conn.execute(
-                """insert into audit_log (tenant_id, actor, action, target, detail)
-                   values (%s, 'erasure', 'nlu.retired', %s, %s)""",
-                (tenant_id, str(row["version"]), Jsonb({"erasure": request_id})),
-            )
-    for row in doomed:  # after PostgreSQL no longer points at them
-        shutil.rmtree(row["artifact_uri"], ignore_errors=True)
+    models.retire(tenant_id, result["versions_retired"], "erasure", {"erasure": request_id})
     if live_retired and replacement is None:
-        redis.delete(TenantKeyspace(tenant_id).nlu_model)  # nothing live: no intent model
+        publish(redis, tenant_id, None)  # nothing live: no intent model
     return result
 
 
@@ -543,30 +496,4 @@ def model_traces(
 ) -> list[str]:
     """Erasure's verification: model versions still trained on the subject's labels, and
     model files whose vocabulary (or any other text) holds one of the subject's words."""
-    from chatlake.embedded import Services
-
-    found = []
-    if event_ids:
-        with owner_connection(Services(settings).endpoints().database_url) as conn:
-            rows = conn.execute(
-                """select version, lineage from nlu_models
-                   where tenant_id = %s and status <> 'retired'""",
-                (tenant_id,),
-            ).fetchall()
-        for row in rows:
-            if set(row["lineage"].get("label_event_ids", [])) & event_ids:
-                found.append(f"model version {row['version']} (trained on the subject's labels)")
-    root = _models_root(settings, tenant_id)
-    for path in sorted(root.rglob("*")) if words and root.exists() else []:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                terms = {t for name in data.files if name.endswith("_terms")
-                         for term in data[name].tolist() for t in str(term).split()}  # fmt: skip
-            held = terms & words
-        elif path.is_file():
-            held = {w for w in words if w in path.read_text(errors="replace").lower()}
-        else:
-            continue
-        if held:
-            found.append(f"model file {path.relative_to(root.parent)}")
-    return found
+    return intent_models(settings).traces(tenant_id, event_ids, words)

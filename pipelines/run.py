@@ -43,7 +43,8 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 # The instance's settings, written once (an operator's own edits are kept): runs queue and
 # are picked up within a second; one run at a time writes the DuckDB warehouse (DuckDB
-# takes one writer per file), others run beside it; no telemetry.
+# takes one writer per file: the jobs tagged `WAREHOUSE_WRITER` of pipelines/common.py),
+# others run beside it; no telemetry.
 INSTANCE_YAML = """\
 run_coordinator:
   module: dagster._core.run_coordinator
@@ -56,7 +57,6 @@ run_coordinator:
 telemetry:
   enabled: false
 """
-WAREHOUSE_WRITER = {"chatlake/warehouse": "writer"}  # the tag of jobs that write it
 
 
 def dagster_home(settings: Settings) -> str:

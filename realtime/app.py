@@ -31,6 +31,7 @@ from realtime.api.routes import (
     nlu,
     tenants,
 )
+from realtime.channels import dispatch
 from realtime.observability import BodyLimitMiddleware, RequestContextMiddleware
 from realtime.platform import Platform
 
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         platform = await Platform.open(settings)
         app.state.platform = platform
         # messages kept over their channel's budget are answered by the recovery loop too
-        platform.sender.answer_deferred = partial(channels.answer_deferred, platform)
+        platform.sender.answer_deferred = partial(dispatch.answer_deferred, platform)
         platform.sender.start_recovery()  # replies a stopped process left in the outbox
         # Everything loaded so far (libraries, models) lives as long as the process: keep it
         # out of the collector's full passes, which otherwise walk it every few seconds.

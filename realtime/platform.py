@@ -26,9 +26,9 @@ from realtime.engine.breaker import CircuitBreaker
 from realtime.engine.conversation import Replies
 from realtime.engine.flows.engine import sample_flow
 from realtime.engine.flows.registry import FlowRegistry
+from realtime.engine.intents import IntentRegistry
 from realtime.engine.knowledge import KnowledgeBase
 from realtime.engine.model_chain import ModelChainStore
-from realtime.engine.nlu.registry import IntentRegistry
 from realtime.gate import FailedAuth, TenantDirectory
 from realtime.outbound import url_problem
 from realtime.state import ConversationStore
@@ -67,7 +67,7 @@ class Platform:
     teams_keys: OpenIdKeys
     tenant_directory: TenantDirectory  # unknown tenants answered without PostgreSQL
     failed_auth: FailedAuth  # failed authentications per client address
-    # what stamps messages and events: the wall clock; the demo seeder (chatlake/demo.py)
+    # what stamps messages and events: the wall clock; the demo seeder (cli/demo.py)
     # replays past days through the same code with it moved back
     clock: Callable[[], datetime] = field(default_factory=lambda: _utc_now)
 

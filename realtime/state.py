@@ -28,8 +28,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatlake.apikeys import ParsedKey
 from chatlake.keyspace import TenantKeyspace
-from compliance.pii import subject_digest
-from realtime.engine.context import RECENT_MESSAGES
+from chatlake.pii import subject_digest
+
+# A conversation keeps its last RECENT_MESSAGES messages in Redis; the full history is in
+# the lake, the running summary in the conversation's hash (realtime/engine/context.py).
+RECENT_MESSAGES = 50
 
 ADMIT = """
 -- KEYS: tenant, api key, nlu model, then ARGV[1] rate-limit buckets, then the conversation

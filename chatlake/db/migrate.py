@@ -2,6 +2,8 @@
 
 `chatlake migrate` and `chatlake up` call `upgrade`; running it again is a no-op. Two
 processes migrating at once serialize on a PostgreSQL advisory lock (see migrations/env.py).
+A revision that creates a table of tenants' rows puts it under row-level security with
+`tenant_rls` (migrations/rls.py).
 """
 
 from __future__ import annotations

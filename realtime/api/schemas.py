@@ -9,8 +9,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nlu.entities import compile_tenant_pattern
 from realtime.channels.model import MODEL_TYPES
-from realtime.engine.nlu.entities import compile_tenant_pattern
 
 CHANNELS = ("web", "api", "whatsapp", "messenger", "slack", "teams", "twilio", "twilio-voice")
 # the channels' message model, and what the API took before it

@@ -195,13 +195,6 @@ class ChannelStore:
         )
         return await cur.fetchone() is not None
 
-    async def by_widget_key(self, tenant_id: str, widget_key: str) -> ChannelConfig | None:
-        config = await self.config(tenant_id, "web")
-        stored = config.options.get("widget_key", "") if config else ""
-        if config is None or not secrets.compare_digest(stored.encode(), widget_key.encode()):
-            return None
-        return config
-
 
 def _same_endpoint(stored: str | None, sent: str | None) -> bool:
     return (stored or "").rstrip("/") == (sent or "").rstrip("/")

@@ -14,7 +14,7 @@ dead-letter stream with the error (`GET /v1/channels/{channel}/dead-letters`).
 
 Over budget, an inbound message is not refused (Twilio does not retry; others give up
 after a while): it is kept in the tenant's channel inbox (`defer`), and the recovery loop
-answers it once its channel's budget allows (realtime/api/routes/channels.py).
+answers it once its channel's budget allows (dispatch.py: `answer_deferred`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from chatlake.keyspace import TenantKeyspace
 from realtime.channels import messenger, slack, teams, twilio, whatsapp
 from realtime.channels.base import Call, Outcome
 from realtime.channels.config import ChannelConfig, config_channel
-from realtime.channels.model import Inbound, Rendered
+from realtime.channels.model import Inbound
+from realtime.engine.replies import Rendered
 from realtime.observability import CHANNEL_SENDS
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ async def _remove(redis: Redis, stream: str, lock: str, entry_id: str) -> None:
 
 def inbound_record(channel: str, inbound: Inbound, user_id: str) -> dict[str, Any]:
     """A kept message: `Inbound(**record["inbound"])` gives it back; `user_id` lets the
-    subject's erasure find it (compliance/erasure.py)."""
+    subject's erasure find it (pipelines/compliance/erasure.py)."""
     return {"channel": channel, "inbound": asdict(inbound), "user_id": user_id}
 
 

@@ -11,14 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from chatlake.db import AppPool, tenant_transaction
+from chatlake.events import default_user_id
+from chatlake.pii import pseudonymize, tenant_pseudonym_key
 from chatlake.tenants import record_audit
-from compliance.pii import pseudonymize, tenant_pseudonym_key
 from realtime.engine.tenant_cache import TenantCache
-
-
-def default_user_id(channel: str, sender: str) -> str:
-    return f"{'twilio' if channel == 'twilio-voice' else channel}:{sender}"
-
 
 CACHE_SECONDS = 5.0  # how long another replica may miss a tenant's first link
 

@@ -15,8 +15,9 @@ import httpx
 
 from realtime.channels.base import Call, Outcome, PayloadError, clip
 from realtime.channels.config import ChannelConfig
-from realtime.channels.model import Inbound, Rendered, as_text
+from realtime.channels.model import Inbound
 from realtime.channels.whatsapp import GRAPH_VERSION, meta_outcome
+from realtime.engine.replies import Rendered, as_text
 
 DEFAULT_API = "https://graph.facebook.com"
 

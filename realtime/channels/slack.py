@@ -25,7 +25,8 @@ from realtime.channels.base import (
     media_type,
 )
 from realtime.channels.config import ChannelConfig
-from realtime.channels.model import Inbound, Rendered, as_text
+from realtime.channels.model import Inbound
+from realtime.engine.replies import Rendered, as_text
 
 DEFAULT_API = "https://slack.com"
 EMOJI_NAMES = {

@@ -25,8 +25,9 @@ import jwt
 
 from realtime.channels.base import Call, Outcome, PayloadError, http_outcome
 from realtime.channels.config import ChannelConfig
-from realtime.channels.model import Inbound, Rendered, as_text
+from realtime.channels.model import Inbound
 from realtime.channels.signatures import SignatureError
+from realtime.engine.replies import Rendered, as_text
 
 ISSUER = "https://api.botframework.com"
 DEFAULT_LOGIN = "https://login.microsoftonline.com"

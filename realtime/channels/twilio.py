@@ -26,7 +26,8 @@ from realtime.channels.base import (
     media_type,
 )
 from realtime.channels.config import ChannelConfig
-from realtime.channels.model import Inbound, Rendered, as_text, text_only
+from realtime.channels.model import Inbound, text_only
+from realtime.engine.replies import Rendered, as_text
 
 DEFAULT_API = "https://api.twilio.com"
 RETRY_CODES = {20429, 20500, 20503, 30001}  # too many requests, internal error, queue overflow

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from realtime.channels.model import Rendered, as_text
+from realtime.engine.replies import Rendered, as_text
 
 VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 # what widget.js draws natively; the rest arrives as text

@@ -23,7 +23,8 @@ from realtime.channels.base import (
     json_body,
 )
 from realtime.channels.config import ChannelConfig
-from realtime.channels.model import Inbound, Rendered, as_text
+from realtime.channels.model import Inbound
+from realtime.engine.replies import Rendered, as_text
 
 DEFAULT_API = "https://graph.facebook.com"
 GRAPH_VERSION = "v21.0"

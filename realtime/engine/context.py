@@ -1,9 +1,9 @@
 """Bounded conversation context: a running summary plus the most recent turns.
 
 A conversation's state in Redis never grows with its length: the message list keeps the
-last `RECENT_MESSAGES` messages (the full history is in the lake), and a summary of the
-whole conversation (how long it is, what it was about, what the user gave us) is updated
-with every message. The reply chain gets both as its context.
+last `RECENT_MESSAGES` messages (realtime/state.py; the full history is in the lake), and
+a summary of the whole conversation (how long it is, what it was about, what the user
+gave us) is updated with every message. The reply chain gets both as its context.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 
-RECENT_MESSAGES = 50
 TOPICS = 5  # the user's last few messages, shortened
 TOPIC_CHARS = 120
 INTENTS = 10

@@ -1,5 +1,7 @@
-"""One user message through the engine: intent recognition, then the tenant's flow (or,
-for a tenant without one, the reply chain alone).
+"""One user message through the engine: first understood (`understand`: entities, the
+language, the intent by the tenant's intent model), then answered (`answer`: by the
+tenant's flow or, for a tenant without one, the reply chain alone). `turn.py` runs both
+for each message, then records and returns what they gave.
 
 This is where the reply chain plugs in: a flow step with `reply_chain`, and any message no
 transition takes, is answered by the chain: the tenant's LLM tiers in order (any of the
@@ -20,34 +22,40 @@ import structlog
 from redis.asyncio import Redis
 
 from chatlake.keyspace import TenantKeyspace
+from nlu.entities import extract_entities
+from nlu.language import detect_language
 from realtime.engine.breaker import CircuitBreaker
 from realtime.engine.flows.engine import FlowState, Message, run_step
 from realtime.engine.flows.registry import FlowRegistry, choose_version
+from realtime.engine.intents import IntentRegistry
 from realtime.engine.knowledge import KnowledgeBase
 from realtime.engine.model_chain import ModelChainStore
-from realtime.engine.nlu.entities import extract_entities
-from realtime.engine.nlu.language import detect_language
-from realtime.engine.nlu.registry import IntentRegistry
 from realtime.engine.providers import Endpoint, ProviderError, complete
 from realtime.engine.rules import TEXTUAL_TYPES, rule_reply
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """What the engine made of a message before answering it."""
+
+    intent: str | None
+    confidence: float | None
+    language: str | None  # the message's, or detected when the intent model ran
+    entities: list[dict[str, Any]]
+    model_version: int | None  # the tenant's intent model that read it (None: none live)
 
 
 @dataclass
 class Answer:
     texts: Sequence[str | dict[str, Any]]  # texts, and rich replies from the flow
-    intent: str | None
-    confidence: float | None
     handoff: bool
     tier: str
-    language: str | None
     flow_state: str | None = None  # the conversation's new FlowState, as JSON
     flow_version: int | None = None
     variant: str | None = None
-    model_version: int | None = None
     handoff_started: bool = False
     provider: str | None = None
     model: str | None = None
-    entities: list[dict[str, Any]] = field(default_factory=list)
     slots: dict[str, Any] = field(default_factory=dict)
     usage: ChainReply | None = None  # tokens and cost when an LLM tier answered
 
@@ -141,21 +149,17 @@ async def _reply_chain(
     return ChainReply(rule_reply(text, message_type).texts, "rules")
 
 
-async def answer(
-    flows: FlowRegistry,
+async def understand(
     intents: IntentRegistry,
-    replies: Replies,
     *,
     tenant_id: str,
-    user_id: str,
     text: str,
     message_type: str,
     language: str | None,
-    routing: dict[str, Any] | None,
     nlu_version: int | None,
-    flow_state: str | None,
-    context: list[str] | None = None,
-) -> Answer:
+) -> Understanding:
+    """The message's entities (the built-in ones and the tenant's), and, for a text when
+    the tenant has an intent model live (`nlu_version`), its language and intent."""
     intent = confidence = None
     model = await intents.model(tenant_id, nlu_version) if nlu_version is not None else None
     entities = extract_entities(text, model.entities if model else ()) if text else []
@@ -164,6 +168,25 @@ async def answer(
         prediction = model.classifier_for(language).predict(text)
         if prediction.intent is not None:
             intent, confidence = prediction.intent.name, prediction.intent.confidence
+    return Understanding(intent, confidence, language, entities, nlu_version)
+
+
+async def answer(
+    flows: FlowRegistry,
+    replies: Replies,
+    understood: Understanding,
+    *,
+    tenant_id: str,
+    user_id: str,
+    text: str,
+    message_type: str,
+    routing: dict[str, Any] | None,
+    flow_state: str | None,
+    context: list[str] | None = None,
+) -> Answer:
+    """The replies: the step of the flow the conversation is in (or, with none, of the
+    version `routing` picks for this user), the reply chain where the flow asks for it;
+    without a published flow, the reply chain alone."""
 
     def reply_chain(message: Message) -> list[str]:
         return [_CHAIN]  # answered after the step: the chain's tiers are async
@@ -178,22 +201,16 @@ async def answer(
         chained = await _reply_chain(replies, tenant_id, text, message_type, context or [])
         return Answer(
             texts=chained.texts,
-            intent=intent,
-            confidence=confidence,
             handoff=False,
             tier=chained.tier,
             provider=chained.provider,
             model=chained.model,
             usage=chained,
-            language=language,
-            model_version=nlu_version,
-            entities=entities,
         )
     flow = await flows.document(tenant_id, version)
     was_handed_off = state.handoff if state else False
-    step = run_step(
-        flow, state, version, variant, Message(text, intent, confidence, entities), reply_chain
-    )
+    message = Message(text, understood.intent, understood.confidence, understood.entities)
+    step = run_step(flow, state, version, variant, message, reply_chain)
     texts = step.texts
     via_chain: ChainReply | None = None
     if step.used_reply_chain:
@@ -202,17 +219,12 @@ async def answer(
         texts = [piece for t in texts for piece in (answer_texts if t == _CHAIN else [t])]
     return Answer(
         texts=texts,
-        intent=intent,
-        confidence=confidence,
         handoff=step.handoff,
         tier=via_chain.tier if via_chain else "flow",
-        language=language,
         flow_state=step.state.dumps(),
         flow_version=version,
         variant=variant,
-        model_version=nlu_version,
         handoff_started=step.handoff and not was_handed_off,
-        entities=entities,
         slots=step.state.slots,
         provider=via_chain.provider if via_chain else None,
         model=via_chain.model if via_chain else None,

@@ -19,7 +19,7 @@ import numpy as np
 
 from chatlake.db import AppPool, tenant_transaction
 from chatlake.errors import NotFound
-from realtime.engine.nlu.classifier import embed
+from nlu.classifier import embed
 from realtime.engine.tenant_cache import TenantCache
 
 CHUNK_CHARS = 600

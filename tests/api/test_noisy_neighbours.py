@@ -22,9 +22,9 @@ import pytest
 
 from chatlake.apikeys import new_api_key
 from chatlake.keyspace import TenantKeyspace
-from realtime.api.routes.channels import _remember_choices
-from realtime.channels.model import Rendered
+from realtime.channels.dispatch import _remember_choices
 from realtime.engine.flows.engine import sample_flow
+from realtime.engine.replies import Rendered
 from tests.api.test_channels import (
     AUTH_TOKEN,
     RICH_FLOW,

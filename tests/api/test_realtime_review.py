@@ -15,7 +15,7 @@ import pytest
 
 from chatlake.apikeys import new_api_key
 from chatlake.keyspace import TenantKeyspace
-from compliance.erasure import erase_redis
+from pipelines.compliance.erasure import erase_redis
 from tests.api.test_channels import post_meta, provider, whatsapp_config  # noqa: F401
 from tests.api.test_noisy_neighbours import fresh_address, from_address, pg_requests
 from tests.utils import channel_samples as samples
@@ -117,7 +117,7 @@ def test_an_erased_subjects_kept_message_is_erased_not_answered_later(
     inbox = TenantKeyspace(tenant.tenant_id).channel_inbox
     assert redis_sync.xlen(inbox) == 1
     user_id = f"whatsapp:{samples.WA_USER}"
-    # the Redis step of the subject's erasure (compliance/erasure.py), as the job runs it
+    # the Redis step of the subject's erasure (pipelines/compliance/erasure.py), as the job runs it
     report = erase_redis(redis_sync, tenant.tenant_id, user_id, "no-subject-key")
     assert report["channel_inbox_entries_deleted"] == 1
     assert redis_sync.xlen(inbox) == 0

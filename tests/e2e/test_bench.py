@@ -121,3 +121,13 @@ def test_bench_chaos_quick_loses_nothing_leaks_nothing_and_refuses_every_forgery
     }  # fmt: skip
     assert all(c["genuine"]["accepted"] for c in forged["channels"].values())
     assert forged["attempts"] >= 6 * 4 and forged["refused_ratio"] == 1.0, forged["not_refused"]
+
+
+def test_bench_startup_measures_the_api_process_against_a_minimal_one(services, home, tmp_path):
+    out = tmp_path / "startup.json"
+    result = run("bench", "startup", "--runs", "1", "--out", str(out), home=home)
+    written = json.loads(out.read_text())
+    assert json.loads(result.stdout)["full_vs_stack"] == written["full_vs_stack"]
+    for target in ("stack", "full"):
+        assert written[target]["ready_s_median"] > 0 and written[target]["rss_mib_median"] > 20
+    assert written["full_vs_stack"]["rss_mib"] > 0 and written["full_vs_stack"]["ready_s"] > 0

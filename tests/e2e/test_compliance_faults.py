@@ -1,4 +1,4 @@
-"""Compliance jobs under faults (compliance/jobs.py): a job whose process was killed is
+"""Compliance jobs under faults (chatlake/jobs.py): a job whose process was killed is
 shown failed, not queued forever; a queued erasure launched by Dagster holds no lock that
 a running erasure of its tenant waits for."""
 
@@ -13,8 +13,8 @@ from uuid import uuid4
 import fasteners
 import psycopg
 
+from chatlake.jobs import job_slot, seal_subject
 from chatlake.runlock import lock_path
-from compliance.jobs import job_slot, seal_subject
 from tests.e2e.test_compliance_jobs import _job, _wait
 from tests.utils.factories import create_tenant
 

@@ -1,4 +1,4 @@
-"""Erasures and exports as queued jobs (compliance/jobs.py): one running per tenant, the
+"""Erasures and exports as queued jobs (chatlake/jobs.py): one running per tenant, the
 API process never reading the lake, the subject sealed on the job's command line, the
 bundle written as it is read; and the privacy of what erasure leaves behind (access log,
 keyed digests)."""
@@ -26,7 +26,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lake.schemas import MESSAGES_TABLE, TABLES
+from lake.schemas import MESSAGES_TABLE, TABLE_SCHEMAS
 from lake.writer import DeltaAppender
 from tests.e2e.test_cli import CHATLAKE, run
 from tests.e2e.test_erasure import converse
@@ -51,7 +51,7 @@ def _wait(predicate, timeout: float = 180.0, what: str = "the job"):
 
 def _bronze(settings, tenant_id: str, user_id: str, rows: int) -> None:
     """`rows` messages of one user straight into bronze (a big tenant, quickly)."""
-    schema = TABLES[MESSAGES_TABLE][1]
+    schema = TABLE_SCHEMAS[MESSAGES_TABLE]
     now = datetime.now(UTC)
     columns = {f.name: [None] * rows for f in schema}
     columns.update(
@@ -83,7 +83,7 @@ def test_the_export_route_imports_no_lake_library():
 def test_a_big_export_is_a_job_that_streams_and_jobs_of_a_tenant_queue(
     client, admin_headers, settings, endpoints, home, monkeypatch
 ):
-    from compliance.jobs import job_slot
+    from chatlake.jobs import job_slot
 
     monkeypatch.setattr(client.app.state.platform.settings, "dagster_url", None)
     tenant, other = (create_tenant(client, admin_headers, name=n) for n in ("bigco", "smallco"))
@@ -215,7 +215,7 @@ def test_new_audit_entries_name_the_subject_by_a_keyed_digest(
     unkeyed = hashlib.sha256(f"{tenant.tenant_id}\x1f{subject}".encode()).hexdigest()
     assert detail["subject_digest"] != unkeyed
     assert detail["subject_digest_scheme"] == "hmac-sha256"
-    from compliance.jobs import subject_digest_key
+    from chatlake.jobs import subject_digest_key
 
     keyed = hmac.new(subject_digest_key(settings), f"{tenant.tenant_id}\x1f{subject}".encode(),
                      hashlib.sha256).hexdigest()  # fmt: skip
@@ -241,7 +241,7 @@ def _children_for(tenant_id: str) -> list[psutil.Process]:
 
 
 def _alive_jobs(endpoints, tenant_id: str) -> int:
-    """The tenant's jobs whose process holds its liveness lock (compliance/jobs.py)."""
+    """The tenant's jobs whose process holds its liveness lock (chatlake/jobs.py)."""
     with psycopg.connect(endpoints.database_url) as conn:
         (count,) = conn.execute(
             """select count(*) from compliance_jobs
@@ -266,8 +266,8 @@ def test_a_flood_of_requests_is_bounded_per_tenant_and_platform_wide(
     the platform's) bound of queued and running jobs a request is a 429 that records and
     starts nothing, counted race-free under concurrent requests; a job whose process died
     stops counting; another tenant is not held back."""
-    from compliance import jobs
-    from compliance.jobs import job_slot
+    from chatlake import jobs
+    from chatlake.jobs import job_slot
 
     settings = client.app.state.platform.settings
     monkeypatch.setattr(settings, "dagster_url", None)

@@ -14,7 +14,7 @@ import redis as redis_lib
 from deltalake import DeltaTable
 
 from chatlake.keyspace import TenantKeyspace
-from compliance.pii import pseudonymize, tenant_pseudonym_key
+from chatlake.pii import pseudonymize, tenant_pseudonym_key
 from lake.erasure import SUBJECT_COLUMNS, versions_holding
 from pipelines.run import run_pipeline
 from tests.e2e.test_cli import run, run_with_env
@@ -171,7 +171,7 @@ def test_the_api_accepts_an_erasure_and_reports_its_certificate(
 
 
 def test_messages_of_a_user_under_erasure_are_refused_and_nobody_elses(client, tenant, endpoints):
-    from compliance.erasure import erasing_key
+    from pipelines.compliance.erasure import erasing_key
 
     mark = erasing_key(tenant.tenant_id, "under-erasure")
     r = redis_lib.Redis.from_url(endpoints.redis_url)

@@ -61,7 +61,7 @@ def _process(up: psutil.Process, *words: str) -> psutil.Process | None:
             line = process.cmdline()
         except psutil.Error:
             continue
-        if "chatlake.guard" not in line and all(w in line for w in words):
+        if "cli.guard" not in line and all(w in line for w in words):
             return process
     return None
 

@@ -15,7 +15,7 @@ import pytest
 from deltalake import CommitProperties, DeltaTable
 
 from bench.pipeline import generate_day, write_bronze
-from compliance.pii import pseudonymize, tenant_pseudonym_key
+from chatlake.pii import pseudonymize, tenant_pseudonym_key
 from lake.erasure import (
     SUBJECT_COLUMNS,
     erase_from_table,

@@ -23,13 +23,13 @@ import pytest
 from deltalake import DeltaTable
 
 from chatlake.keyspace import EVENT_STREAMS, TenantKeyspace, ingest_lease, redis_sync_client
-from compliance.requests import run_erasure
+from chatlake.streams import GROUP
 from lake.erasure import erase_from_table
 from lake.ingest import FAILPOINT_ENV, IngestWorker, default_consumer_name
 from lake.maintenance import apply_retention
 from lake.schemas import BRONZE_CONVERSATION_EVENTS, MESSAGES_TABLE
-from lake.streams import GROUP
 from lake.writer import DeltaAppender
+from pipelines.compliance.requests import run_erasure
 from tests.integration.test_ingest import CHATLAKE, lake_rows, talk
 
 

@@ -1,5 +1,6 @@
 """Pipeline runs queue behind one another across processes (chatlake/runlock.py): two
-`chatlake pipeline run` at once, and a Dagster-launched step behind a run of another process."""
+`chatlake pipeline run` at once, and a Dagster-launched step behind a run of another process;
+a sensor's evaluation, which is no run, does not wait."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from datetime import date
 from pathlib import Path
 from uuid import uuid4
 
+import dagster as dg
 import numpy as np
 
 from bench.pipeline import generate_day, write_bronze
-from pipelines.common import LakeResource
+from pipelines.defs.lakehouse.automation import bronze_landed, lake_maintenance
+from pipelines.defs.resources import LakeResource
 
 CHATLAKE = str(Path(sys.executable).parent / "chatlake")
 HOLD = """
@@ -46,9 +49,7 @@ def test_two_pipeline_runs_at_once_both_succeed_and_the_second_waits(tmp_path):
     assert len(waited) == 1, [err[-2000:] for _, err in outputs]
 
 
-def test_a_dagster_step_waits_for_a_run_of_another_process(tmp_path):
-    from pipelines.defs.automation import lake_maintenance
-
+def test_a_dagster_step_waits_for_a_run_of_another_process_and_a_sensor_does_not(tmp_path):
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(tmp_path)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -56,6 +57,22 @@ def test_a_dagster_step_waits_for_a_run_of_another_process(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         lake = LakeResource(root=str(tmp_path / "lake"), home=str(tmp_path))
+        # a sensor's evaluation uses the lake resource too, but is no run: it goes on
+        write_bronze(lake.root, *generate_day(date(2026, 1, 5), 9, [str(uuid4())],
+                                              np.random.default_rng(2)))  # fmt: skip
+        looked: list[dg.SensorResult] = []
+
+        def look() -> None:
+            with dg.build_sensor_context(cursor="0", resources={"lake": lake}) as context:
+                looked.append(bronze_landed(context))
+
+        sensor = threading.Thread(target=look, daemon=True)
+        sensor.start()
+        sensor.join(timeout=30)
+        assert [[r.partition_key for r in result.run_requests] for result in looked] == [
+            ["2026-01-05"]
+        ]
+
         results: list[bool] = []
         step = threading.Thread(
             target=lambda: results.append(

@@ -16,8 +16,9 @@ from deltalake import DeltaTable
 from bench.pipeline import generate_day, write_bronze
 from lake.erasure import readable_versions
 from lake.silver import build_silver
-from pipelines.common import LakeResource
-from pipelines.defs.automation import bronze_landed, lake_maintenance, lake_retention
+from pipelines.defs.compliance.retention import lake_retention
+from pipelines.defs.lakehouse.automation import bronze_landed, lake_maintenance
+from pipelines.defs.resources import LakeResource
 
 
 @pytest.fixture
@@ -25,31 +26,35 @@ def lake(tmp_path):
     return LakeResource(root=str(tmp_path / "lake"), home=str(tmp_path))
 
 
-def test_the_sensor_requests_a_run_for_each_stretch_of_days_that_got_data(lake, monkeypatch):
-    monkeypatch.setattr("pipelines.defs.automation.lake_resource", lambda: lake)
+def look(lake: LakeResource, cursor: str) -> dg.SensorResult:
+    """One evaluation of the sensor with the lake resource, as the daemon makes it."""
+    with dg.build_sensor_context(cursor=cursor, resources={"lake": lake}) as context:
+        return bronze_landed(context)
+
+
+def test_the_sensor_requests_a_run_for_each_stretch_of_days_that_got_data(lake):
     today = datetime.now(UTC).date()
     rng = np.random.default_rng(3)
-    first = dg.build_sensor_context(cursor="0")
-    assert bronze_landed(first).run_requests == []  # no lake yet: nothing to do
+    assert look(lake, "0").run_requests == []  # no lake yet: nothing to do
 
     write_bronze(lake.root, *generate_day(today - timedelta(days=3), 60, [str(uuid4())], rng))
     write_bronze(lake.root, *generate_day(today - timedelta(days=1), 60, [str(uuid4())], rng))
-    result = bronze_landed(dg.build_sensor_context(cursor="0"))
+    result = look(lake, "0")
     assert [r.partition_key for r in result.run_requests] == [
         (today - timedelta(days=3)).isoformat(), (today - timedelta(days=1)).isoformat()
     ]  # fmt: skip
-    assert bronze_landed(dg.build_sensor_context(cursor=result.cursor)).run_requests == []
+    assert look(lake, result.cursor).run_requests == []
 
     time.sleep(0.01)
     write_bronze(lake.root, *generate_day(today, 60, [str(uuid4())], rng))
-    later = bronze_landed(dg.build_sensor_context(cursor=result.cursor))
+    later = look(lake, result.cursor)
     assert [r.partition_key for r in later.run_requests] == [today.isoformat()]
 
     # consecutive days go in one run over their range (a single-run backfill)
     time.sleep(0.01)
     for back in (1, 2):
         write_bronze(lake.root, *generate_day(today - timedelta(days=back), 9, [str(uuid4())], rng))
-    both = bronze_landed(dg.build_sensor_context(cursor=later.cursor)).run_requests
+    both = look(lake, later.cursor).run_requests
     assert len(both) == 1 and both[0].partition_key is None
     assert both[0].partition_key_range == dg.PartitionKeyRange(
         (today - timedelta(days=2)).isoformat(), (today - timedelta(days=1)).isoformat()

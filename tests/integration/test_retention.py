@@ -3,6 +3,9 @@ lake (with erasure's guarantees) and the per-person marts, audited per tenant.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +18,9 @@ from deltalake import DeltaTable
 from bench.pipeline import generate_day, write_bronze
 from chatlake.keyspace import TenantKeyspace, redis_sync_client
 from lake.erasure import readable_versions
-from pipelines.common import LakeResource
-from pipelines.defs.automation import lake_retention
+from pipelines.compliance.retention import expire_warehouse
+from pipelines.defs.compliance.retention import lake_retention
+from pipelines.defs.resources import LakeResource
 from pipelines.run import run_pipeline
 from tests.utils.factories import create_tenant, send
 
@@ -129,3 +133,34 @@ def test_the_retention_job_keeps_each_tenant_its_own_days(
     assert lake_retention.execute_in_process(resources={"lake": resource}).success
     entries = client.get("/v1/audit-log", headers=short.headers).json()["entries"]
     assert sum(e["action"] == "compliance.retention" for e in entries) == 1
+
+
+def test_the_warehouse_writer_waits_for_another_process_reading_it(own_lake):
+    """DuckDB refuses a writer while another process reads the file (a dashboard): the
+    retention's delete waits for it (chatlake/warehouse.py) instead of failing the job."""
+    settings = own_lake
+    today = datetime.now(UTC).date()
+    with duckdb.connect(str(settings.warehouse)) as warehouse:
+        warehouse.execute(
+            "create table fct_messages as select 't1' as tenant_id, ?::date - range::int as day,"
+            " 'k' as user_key from range(10)",
+            [today],
+        )
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time\n"
+         f"c = duckdb.connect({str(settings.warehouse)!r}, read_only=True)\n"
+         "print('reading', flush=True)\ntime.sleep(2)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        started = time.monotonic()
+        deleted = expire_warehouse(settings, {"t1": today - timedelta(days=4)})
+        waited = time.monotonic() - started
+    finally:
+        reader.wait(timeout=30)
+    assert deleted == {"fct_messages": 5} and waited > 1
+    with duckdb.connect(str(settings.warehouse), read_only=True) as warehouse:
+        assert warehouse.execute("select min(day) from fct_messages").fetchall() == [
+            (today - timedelta(days=4),)
+        ]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import psycopg
 
-from pipelines.common import LakeResource
 from pipelines.definitions import defs
-from pipelines.defs.nlu import labels_arrived
+from pipelines.defs.nlu.retraining import labels_arrived
+from pipelines.defs.resources import PostgresResource
 from tests.utils.factories import create_tenant
 
 
@@ -24,8 +24,7 @@ def test_the_sensor_starts_a_run_once_enough_labels_arrived(
     client, admin_headers, settings, endpoints, monkeypatch
 ):
     tenant = create_tenant(client, admin_headers)
-    lake = LakeResource(root=settings.lake_root, home=str(settings.home))
-    monkeypatch.setattr("pipelines.defs.nlu.lake_resource", lambda: lake)
+    postgres = PostgresResource(home=str(settings.home))
     monkeypatch.setenv("CHATLAKE_NLU_RETRAIN_MIN_LABELS", "3")
     with psycopg.connect(endpoints.database_url) as owner:
         (start,) = owner.execute("select now()::text").fetchone()
@@ -40,11 +39,15 @@ def test_the_sensor_starts_a_run_once_enough_labels_arrived(
                     (tenant.tenant_id, f"ev-{i}", f"digest-{i}"),
                 )
 
+    def look(cursor: str) -> dg.SensorResult | dg.SkipReason:
+        with dg.build_sensor_context(cursor=cursor, resources={"postgres": postgres}) as context:
+            return labels_arrived(context)
+
     add_labels(2, 0)
-    waiting = labels_arrived(dg.build_sensor_context(cursor=start))
+    waiting = look(start)
     assert isinstance(waiting, dg.SkipReason) and "2 new labels" in waiting.skip_message
     add_labels(1, 2)
-    result = labels_arrived(dg.build_sensor_context(cursor=start))
+    result = look(start)
     assert len(result.run_requests) == 1
-    again = labels_arrived(dg.build_sensor_context(cursor=result.cursor))
+    again = look(result.cursor)
     assert isinstance(again, dg.SkipReason)  # nothing new since the run it asked for

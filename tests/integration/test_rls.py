@@ -7,6 +7,8 @@ import pytest
 
 from chatlake.db import APP_ROLE
 
+# Every table the app or dashboards role may touch: the policy test holds this list to the
+# migrated schema, so a new tenant table must join it, and then every test here covers it.
 TENANT_TABLES = (
     "tenants",
     "api_keys",
@@ -18,7 +20,24 @@ TENANT_TABLES = (
     "knowledge_documents",
     "knowledge_chunks",
     "model_chains",
+    "erasure_requests",
+    "nlu_review_items",
+    "nlu_labels",
+    "invoices",
+    "invoice_lines",
+    "users",
+    "channel_configs",
+    "channel_identities",
+    "compliance_jobs",
 )
+ROLES = (APP_ROLE, "chatlake_dashboards")
+# chatlake/db/migrations/rls.py: (rls enabled, rls forced, [(name, command, using, check)])
+TENANT_POLICY = (
+    True,
+    False,  # not forced: the owner's SECURITY DEFINER functions read across tenants
+    [("tenant_isolation", "*", "(tenant_id = current_tenant_id())",
+      "(tenant_id = current_tenant_id())")],
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -45,12 +64,43 @@ def test_the_app_connects_as_a_role_that_cannot_bypass_rls(app_conn):
     assert APP_ROLE not in owners
 
 
-def test_every_tenant_table_has_rls_enabled(app_conn):
-    rows = app_conn.execute(
-        "select relname, relrowsecurity from pg_class where relname = any(%s)",
-        (list(TENANT_TABLES),),
-    ).fetchall()
-    assert dict(rows) == dict.fromkeys(TENANT_TABLES, True)
+def test_every_table_the_roles_reach_is_a_tenant_table_under_the_policy(endpoints):
+    """The migrated schema (the session's database was created and migrated for the tests):
+    each table the app or dashboards role holds any privilege on is in TENANT_TABLES, and
+    each of those has row-level security enabled with the one tenant policy."""
+    with psycopg.connect(endpoints.database_url) as owner:
+        reached = {
+            row[0]
+            for row in owner.execute(
+                """
+                select c.relname from pg_class c, unnest(%s::text[]) as role
+                where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v')
+                  and (has_table_privilege(role, c.oid,
+                         'select, insert, update, delete, truncate, references, trigger')
+                       or has_any_column_privilege(role, c.oid,
+                         'select, insert, update, references'))
+                """,
+                (list(ROLES),),
+            )
+        }
+        rows = owner.execute(
+            """
+            select c.relname, c.relrowsecurity, c.relforcerowsecurity,
+                   array(select array[p.polname, p.polcmd::text,
+                                      pg_get_expr(p.polqual, p.polrelid),
+                                      pg_get_expr(p.polwithcheck, p.polrelid)]
+                         from pg_policy p where p.polrelid = c.oid
+                         order by p.polname)
+            from pg_class c
+            where c.relnamespace = 'public'::regnamespace and c.relname = any(%s)
+            """,
+            (list(TENANT_TABLES),),
+        ).fetchall()
+    assert reached == set(TENANT_TABLES)
+    found = {
+        name: (on, forced, [tuple(p) for p in policies]) for name, on, forced, policies in rows
+    }
+    assert found == dict.fromkeys(TENANT_TABLES, TENANT_POLICY)
 
 
 def test_a_session_without_a_tenant_sees_no_tenant_rows(app_conn, endpoints, tenant, other_tenant):

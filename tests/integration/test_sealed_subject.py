@@ -7,8 +7,8 @@ import pytest
 
 from chatlake.errors import ChatlakeError
 from chatlake.keyspace import redis_sync_client
-from compliance.requests import forget_subject_key, open_subject, seal_subject
-from compliance.subject_keys import open_texts, prune_subject_keys, seal_texts
+from chatlake.subject_keys import open_texts, prune_subject_keys, seal_texts
+from pipelines.compliance.requests import forget_subject_key, open_subject, seal_subject
 
 
 @pytest.fixture

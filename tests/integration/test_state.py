@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from chatlake.events import new_event_id
 from chatlake.keyspace import TenantKeyspace, redis_client
-from realtime.events import new_event_id
 from realtime.state import ConversationStore, StateConflict
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from realtime.channels import messenger, slack, teams, twilio, web, whatsapp
 from realtime.channels.base import PayloadError
-from realtime.channels.model import REPLY_TYPES, as_text, text_only, validate_reply
+from realtime.channels.model import text_only
+from realtime.engine.replies import REPLY_TYPES, as_text, validate_reply
 from realtime.outbound import url_problem
 from tests.utils import channel_samples as samples
 
@@ -334,7 +335,7 @@ async def test_urls_a_tenant_gives_are_public_outside_development():
 
 
 def test_a_reply_a_renderer_cannot_take_goes_as_text():
-    from realtime.api.routes.channels import _safe
+    from realtime.channels.dispatch import _safe
 
     broken = {"type": "reaction", "emoji": 7, "message_id": "1"}  # not what Slack takes
     rendered = _safe(slack.render)(broken)

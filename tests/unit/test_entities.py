@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realtime.engine.nlu.entities import TenantEntity, compile_tenant_pattern, extract_entities
+from nlu.entities import TenantEntity, compile_tenant_pattern, extract_entities
 
 
 def test_a_catastrophic_pattern_answers_at_once():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.pii import (
+from chatlake.pii import (
     find_pii,
     iban_valid,
     luhn_valid,

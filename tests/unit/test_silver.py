@@ -6,8 +6,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 
-from lake.schemas import BRONZE_MESSAGES
-from lake.silver import TURNS_SCHEMA, turns_from_bronze
+from lake.schemas import (
+    BRONZE_CONVERSATION_EVENTS,
+    BRONZE_MESSAGES,
+    SILVER_CONVERSATION_EVENTS,
+    SILVER_TURNS,
+)
+from lake.silver import events_from_bronze, turns_from_bronze
 
 T0 = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
@@ -36,7 +41,7 @@ def test_turns_are_cleaned_masked_and_pseudonymized():
          "user_id": "ben"},
     )  # fmt: skip
     silver = turns_from_bronze(rows, "pseudonym-key")
-    assert silver.schema == TURNS_SCHEMA
+    assert silver.schema == SILVER_TURNS
     by_id = {row["event_id"]: row for row in silver.to_pylist()}
     assert list(by_id) == ["e1", "e2", "e3", "e4"]  # the duplicate delivery is gone
     assert by_id["e1"]["text"] == "my card [CARD]" and by_id["e1"]["pii_found"] == 1
@@ -53,3 +58,69 @@ def test_pseudonyms_depend_on_the_key():
     one = turns_from_bronze(rows, "key-one")["user_key"][0].as_py()
     two = turns_from_bronze(rows, "key-two")["user_key"][0].as_py()
     assert one != two and len(one) == 32
+
+
+# Silver's schemas as the existing silver tables were written (names, order, types,
+# nullability): lake/schemas.py derives them from bronze, and must keep deriving these.
+_CREATED_AT = pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False)
+_DATE = pa.field("date", pa.date32(), nullable=False)
+SILVER_TURNS_AS_DEPLOYED = pa.schema([
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("tenant_id", pa.string(), nullable=False),
+    pa.field("conversation_id", pa.string(), nullable=False),
+    pa.field("user_key", pa.string(), nullable=False),
+    pa.field("channel", pa.string(), nullable=False),
+    pa.field("direction", pa.string(), nullable=False),
+    pa.field("type", pa.string(), nullable=False),
+    pa.field("text", pa.string()),
+    pa.field("pii_found", pa.int32(), nullable=False),
+    pa.field("language", pa.string()),
+    pa.field("intent", pa.string()),
+    pa.field("confidence", pa.float64()),
+    pa.field("tier", pa.string()),
+    pa.field("provider", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("latency_ms", pa.float64()),
+    pa.field("flow_version", pa.int64()),
+    pa.field("variant", pa.string()),
+    pa.field("model_version", pa.int64()),
+    pa.field("prompt_tokens", pa.int64()),
+    pa.field("completion_tokens", pa.int64()),
+    pa.field("cost_usd", pa.float64()),
+    pa.field("is_fallback", pa.bool_(), nullable=False),
+    pa.field("is_first_reply", pa.bool_(), nullable=False),
+    _CREATED_AT,
+    _DATE,
+])  # fmt: skip
+SILVER_CONVERSATION_EVENTS_AS_DEPLOYED = pa.schema([
+    pa.field("event_id", pa.string(), nullable=False),
+    pa.field("event_type", pa.string(), nullable=False),
+    pa.field("tenant_id", pa.string(), nullable=False),
+    pa.field("conversation_id", pa.string(), nullable=False),
+    pa.field("user_key", pa.string(), nullable=False),
+    pa.field("channel", pa.string(), nullable=False),
+    pa.field("payload", pa.string()),
+    _CREATED_AT,
+    _DATE,
+])  # fmt: skip
+
+
+def test_silver_schemas_are_the_deployed_ones():
+    assert SILVER_TURNS.equals(SILVER_TURNS_AS_DEPLOYED, check_metadata=True)
+    assert SILVER_CONVERSATION_EVENTS.equals(
+        SILVER_CONVERSATION_EVENTS_AS_DEPLOYED, check_metadata=True
+    )
+
+
+def test_conversation_events_keep_their_payload_under_the_pseudonym():
+    rows = pa.Table.from_pylist(
+        [{"event_id": "e1", "event_type": "conversation_started", "tenant_id": "t1",
+          "conversation_id": "c1", "user_id": "ana@example.com", "channel": "web",
+          "payload": '{"flow": 2}', "created_at": T0, "date": date(2026, 11, 20)}],
+        schema=BRONZE_CONVERSATION_EVENTS,
+    )  # fmt: skip
+    silver = events_from_bronze(rows, "pseudonym-key")
+    assert silver.schema == SILVER_CONVERSATION_EVENTS
+    [row] = silver.to_pylist()
+    assert row["payload"] == '{"flow": 2}' and len(row["user_key"]) == 32
+    assert "ana" not in row["user_key"]

@@ -5,7 +5,7 @@ A request is recorded in PostgreSQL (the subject only as a keyed digest) with it
 `compliance_jobs`, and launched: an erasure as the `erase_subject` Dagster job, or a
 `chatlake erase` process when no Dagster webserver is configured; an export as a
 `chatlake export` process. Either waits queued while another erasure or export of the
-tenant runs or the platform's slots are taken (compliance/jobs.py). The subject reaches
+tenant runs or the platform's slots are taken (chatlake/jobs.py). The subject reaches
 them sealed, never on a command line or in a run configuration in the clear. A request
 beyond the tenant's or the platform's bound of queued and running jobs is a 429
 `too_many_compliance_jobs` (with Retry-After) that records and starts nothing.
@@ -28,8 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from chatlake.db import tenant_transaction
-from chatlake.tenants import record_audit
-from compliance.jobs import (
+from chatlake.jobs import (
     INSERT_JOB,
     TooManyJobs,
     admit,
@@ -39,6 +38,7 @@ from compliance.jobs import (
     launch_process,
     settle_abandoned,
 )
+from chatlake.tenants import record_audit
 from realtime.api.deps import PlatformDep, TenantContext, TenantDep
 from realtime.api.errors import ApiError
 from realtime.api.schemas import ErasureIn, ErasureRequestOut, error_responses

@@ -10,8 +10,8 @@ import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from chatlake.launcher import read_status
-from lake.streams import stream_status
+from chatlake.runstatus import read_status
+from chatlake.streams import stream_status
 from realtime.api.deps import PlatformDep
 from realtime.observability import ingest_registry, metrics_payload
 

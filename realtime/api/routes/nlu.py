@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
+from nlu.entities import TenantEntity
 from realtime.api.deps import PlatformDep, TenantDep
 from realtime.api.errors import ApiError
 from realtime.api.schemas import (
@@ -30,8 +31,7 @@ from realtime.api.schemas import (
     TrainOut,
     error_responses,
 )
-from realtime.engine.nlu.entities import TenantEntity
-from realtime.engine.nlu.registry import TrainingError
+from realtime.engine.intents import TrainingError
 
 router = APIRouter(prefix="/v1", tags=["nlu"])
 ERRORS = error_responses(401, 404, 422)
@@ -101,7 +101,7 @@ async def review_queue(
     """Recent utterances the live model was unsure of, that got a fallback reply or that
     a handoff followed: de-duplicated, PII-masked, most frequent first (built by the
     pipelines from the lake; `chatlake pipeline run` refreshes it)."""
-    from compliance.subject_keys import open_texts
+    from chatlake.subject_keys import open_texts
 
     rows = await platform.intents.review_items(tenant.tenant_id, limit)
     texts = await asyncio.to_thread(

@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 from jsonschema import Draft202012Validator, FormatChecker
 
-from realtime.channels.model import validate_reply
-from realtime.engine.nlu.entities import compile_tenant_pattern
+from nlu.entities import compile_tenant_pattern
+from realtime.engine.replies import validate_reply
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class Message:
     entities: list[dict[str, Any]]
 
 
-Say = str | dict[str, Any]  # a text, or a rich reply (realtime/channels/model.py)
+Say = str | dict[str, Any]  # a text, or a rich reply (realtime/engine/replies.py)
 
 
 @dataclass

@@ -7,12 +7,12 @@ Create Date: 2026-11-26
 
 from alembic import op
 
+from chatlake.db.migrations.rls import tenant_rls
+
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
-
-TENANT_TABLES = ("tenants", "api_keys", "audit_log")
 
 
 def upgrade() -> None:
@@ -81,20 +81,12 @@ def upgrade() -> None:
           for each statement execute function audit_log_append_only();
         """
     )
-    for table in TENANT_TABLES:
-        op.execute(
-            f"""
-            alter table {table} enable row level security;
-            create policy tenant_isolation on {table}
-              using (tenant_id = current_tenant_id())
-              with check (tenant_id = current_tenant_id());
-            """
-        )
+    tenant_rls("tenants", "select, insert, update")
+    tenant_rls("api_keys", "select, insert, update")
+    tenant_rls("audit_log", "select, insert")
     op.execute(
         """
         grant usage on schema public to chatlake_app;
-        grant select, insert, update on tenants, api_keys to chatlake_app;
-        grant select, insert on audit_log to chatlake_app;
         grant execute on function current_tenant_id() to chatlake_app;
         """
     )

@@ -7,6 +7,8 @@ Create Date: 2026-11-26
 
 from alembic import op
 
+from chatlake.db.migrations.rls import tenant_rls
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -38,21 +40,8 @@ def upgrade() -> None:
         create unique index nlu_models_one_active on nlu_models (tenant_id) where active;
         """
     )
-    for table in ("intents", "nlu_models"):
-        op.execute(
-            f"""
-            alter table {table} enable row level security;
-            create policy tenant_isolation on {table}
-              using (tenant_id = current_tenant_id())
-              with check (tenant_id = current_tenant_id());
-            """
-        )
-    op.execute(
-        """
-        grant select, insert, update, delete on intents to chatlake_app;
-        grant select, insert, update on nlu_models to chatlake_app;
-        """
-    )
+    tenant_rls("intents", "select, insert, update, delete")
+    tenant_rls("nlu_models", "select, insert, update")
 
 
 def downgrade() -> None:

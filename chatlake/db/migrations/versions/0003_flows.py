@@ -7,6 +7,8 @@ Create Date: 2026-11-26
 
 from alembic import op
 
+from chatlake.db.migrations.rls import tenant_rls
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -24,12 +26,11 @@ def upgrade() -> None:
           created_at timestamptz not null default now(),
           primary key (tenant_id, version)
         );
-        alter table flows enable row level security;
-        create policy tenant_isolation on flows
-          using (tenant_id = current_tenant_id())
-          with check (tenant_id = current_tenant_id());
-        grant select, insert on flows to chatlake_app;
-
+        """
+    )
+    tenant_rls("flows", "select, insert")
+    op.execute(
+        """
         alter table tenants add column flow_version integer;
         alter table tenants add column flow_experiment jsonb;
         """

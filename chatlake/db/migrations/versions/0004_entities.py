@@ -7,6 +7,8 @@ Create Date: 2026-11-26
 
 from alembic import op
 
+from chatlake.db.migrations.rls import tenant_rls
+
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
@@ -25,13 +27,9 @@ def upgrade() -> None:
           primary key (tenant_id, name),
           check ((pattern is null) <> (lookup is null))
         );
-        alter table entities enable row level security;
-        create policy tenant_isolation on entities
-          using (tenant_id = current_tenant_id())
-          with check (tenant_id = current_tenant_id());
-        grant select, insert, update, delete on entities to chatlake_app;
         """
     )
+    tenant_rls("entities", "select, insert, update, delete")
 
 
 def downgrade() -> None:

@@ -7,6 +7,8 @@ Create Date: 2026-11-26
 
 from alembic import op
 
+from chatlake.db.migrations.rls import tenant_rls
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -45,15 +47,7 @@ def upgrade() -> None:
         """
     )
     for table in ("knowledge_documents", "knowledge_chunks"):
-        op.execute(
-            f"""
-            alter table {table} enable row level security;
-            create policy tenant_isolation on {table}
-              using (tenant_id = current_tenant_id())
-              with check (tenant_id = current_tenant_id());
-            grant select, insert, delete on {table} to chatlake_app;
-            """
-        )
+        tenant_rls(table, "select, insert, delete")
 
 
 def downgrade() -> None:

@@ -7,6 +7,8 @@ Create Date: 2026-11-26
 
 from alembic import op
 
+from chatlake.db.migrations.rls import tenant_rls
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -21,13 +23,9 @@ def upgrade() -> None:
           tiers jsonb not null check (jsonb_typeof(tiers) = 'array'),
           updated_at timestamptz not null default now()
         );
-        alter table model_chains enable row level security;
-        create policy tenant_isolation on model_chains
-          using (tenant_id = current_tenant_id())
-          with check (tenant_id = current_tenant_id());
-        grant select, insert, update on model_chains to chatlake_app;
         """
     )
+    tenant_rls("model_chains", "select, insert, update")
 
 
 def downgrade() -> None:

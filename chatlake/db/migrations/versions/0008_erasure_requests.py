@@ -7,6 +7,8 @@ Create Date: 2026-11-26
 
 from alembic import op
 
+from chatlake.db.migrations.rls import tenant_rls
+
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
@@ -27,13 +29,9 @@ def upgrade() -> None:
           certificate jsonb
         );
         create index erasure_requests_tenant on erasure_requests (tenant_id, created_at);
-        alter table erasure_requests enable row level security;
-        create policy tenant_isolation on erasure_requests
-          using (tenant_id = current_tenant_id())
-          with check (tenant_id = current_tenant_id());
-        grant select, insert, update on erasure_requests to chatlake_app;
         """
     )
+    tenant_rls("erasure_requests", "select, insert, update")
 
 
 def downgrade() -> None:

@@ -9,6 +9,8 @@ Create Date: 2026-11-26
 
 from alembic import op
 
+from chatlake.db.migrations.rls import tenant_rls
+
 revision = "0012"
 down_revision = "0011"
 branch_labels = None
@@ -99,15 +101,7 @@ def upgrade() -> None:
         """
     )
     for table in ("invoices", "invoice_lines", "users"):
-        op.execute(
-            f"""
-            alter table {table} enable row level security;
-            create policy tenant_isolation on {table}
-              using (tenant_id = current_tenant_id())
-              with check (tenant_id = current_tenant_id());
-            grant select, insert, update, delete on {table} to chatlake_app;
-            """
-        )
+        tenant_rls(table, "select, insert, update, delete")
 
 
 def downgrade() -> None:

@@ -4,11 +4,11 @@ platform-wide), exports as jobs of their own, and which digest scheme names a su
 `compliance_jobs` records every erasure and export a tenant asked for, with its status
 (`queued` until a slot is free, then `running`, `completed` or `failed`); an export's row
 also says where its bundle is. The slots themselves are PostgreSQL advisory locks held by
-the running job's session (compliance/jobs.py), so a killed job frees its slot at once.
+the running job's session (chatlake/jobs.py), so a killed job frees its slot at once.
 
 `subject_digest_scheme` says how `subject_digest` was made: `sha256` (the rows before this
 revision: unkeyed, SHA-256 of tenant and user id) or `hmac-sha256` (keyed, see
-compliance/pii.py).
+chatlake/pii.py).
 
 Revision ID: 0014
 Revises: 0013
@@ -16,6 +16,8 @@ Create Date: 2026-12-03
 """
 
 from alembic import op
+
+from chatlake.db.migrations.rls import tenant_rls
 
 revision = "0014"
 down_revision = "0013"
@@ -46,12 +48,11 @@ def upgrade() -> None:
         create index compliance_jobs_tenant on compliance_jobs (tenant_id, created_at);
         create index compliance_jobs_waiting on compliance_jobs (status)
           where status in ('queued', 'running');
-        alter table compliance_jobs enable row level security;
-        create policy tenant_isolation on compliance_jobs
-          using (tenant_id = current_tenant_id())
-          with check (tenant_id = current_tenant_id());
-        grant select, insert, update on compliance_jobs to chatlake_app;
-
+        """
+    )
+    tenant_rls("compliance_jobs", "select, insert, update")
+    op.execute(
+        """
         alter table erasure_requests drop constraint erasure_requests_status_check;
         alter table erasure_requests add constraint erasure_requests_status_check
           check (status in ('queued', 'running', 'completed', 'failed'));

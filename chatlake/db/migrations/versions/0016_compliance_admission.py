@@ -1,12 +1,12 @@
 """Compliance admission: how many erasures and exports are outstanding, and which are alive.
 
 A request is admitted only while its tenant and the platform have fewer than their bound
-of jobs queued or running (compliance/jobs.py). The tenant's are counted by the API under
+of jobs queued or running (chatlake/jobs.py). The tenant's are counted by the API under
 row-level security; the platform's through `compliance_jobs_outstanding`, a SECURITY
 DEFINER function that returns one number and nothing of any tenant's rows.
 
 A job's process holds the session advisory lock (0x636C0005, hashtext(job_id)) from before
-it waits for its slot until it ends (compliance/jobs.py, `JOB_LOCKS`), so a job whose
+it waits for its slot until it ends (chatlake/jobs.py, `JOB_LOCKS`), so a job whose
 process was killed drops it at once: `compliance_job_alive` tells. A job not alive and
 older than the grace the caller gives (the time a launched process takes to lock) is
 abandoned and no longer counts.
@@ -34,7 +34,7 @@ def upgrade() -> None:
             select 1 from pg_locks
             where locktype = 'advisory' and granted and objsubid = 2
               and database = (select oid from pg_database where datname = current_database())
-              and classid = 1668022277::oid  -- 0x636C0005, JOB_LOCKS in compliance/jobs.py
+              and classid = 1668022277::oid  -- 0x636C0005, JOB_LOCKS in chatlake/jobs.py
               and objid = (hashtext(p_job_id)::bigint & 4294967295)::oid)
         $$;
 

@@ -1,0 +1,1 @@
+"""Monthly invoices over the marts (pipelines/billing.py)."""

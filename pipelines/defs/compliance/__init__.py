@@ -1,0 +1,1 @@
+"""The compliance jobs Dagster runs: erasure and retention (pipelines/compliance/)."""

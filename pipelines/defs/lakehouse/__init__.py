@@ -1,0 +1,1 @@
+"""bronze -> silver -> the dbt warehouse, their checks, and the lake's upkeep."""

@@ -1,0 +1,1 @@
+"""Review queues and intent-model retraining (pipelines/nlu.py)."""
