@@ -19,7 +19,9 @@ def run(
     *args: str, home: str, check: bool = True, **env_vars: str
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CHATLAKE_HOME": home, **env_vars}
-    result = subprocess.run([CHATLAKE, *args], capture_output=True, text=True, env=env, timeout=120)
+    # a guard against a hung command, not a measure: an erasure rebuilds the warehouse's
+    # days with a pipeline run, which takes minutes on a loaded 2-core machine
+    result = subprocess.run([CHATLAKE, *args], capture_output=True, text=True, env=env, timeout=600)
     if check:
         assert result.returncode == 0, result.stderr
     return result
