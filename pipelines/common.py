@@ -37,11 +37,7 @@ def dbt_project() -> DbtProject:
     dbt_environment()
     project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
     manifest = project.manifest_path
-    sources = [*DBT_DIR.glob("**/*.sql"), *DBT_DIR.glob("**/*.yml")]
-    newest = max(
-        (p.stat().st_mtime for p in sources if "target" not in p.parts and p.name != ".user.yml"),
-        default=0,
-    )  # .user.yml: dbt's own, rewritten by its runs
+    newest = max((p.stat().st_mtime for p in _project_files()), default=0)
     if not manifest.exists() or manifest.stat().st_mtime < newest:
         import tempfile
 
@@ -62,6 +58,34 @@ def dbt_project() -> DbtProject:
                         raise RuntimeError(f"dbt parse failed: {result.exception}")
                     os.replace(Path(target) / "manifest.json", manifest)
     return project
+
+
+def _project_files() -> list[Path]:
+    """What a parse reads: the project's and profiles' files, models, macros and tests
+    (not `target/` or `logs/`, which runs fill)."""
+    files = [DBT_DIR / "dbt_project.yml", DBT_DIR / "profiles.yml"]
+    for folder in ("models", "macros", "tests"):
+        files += [*(DBT_DIR / folder).rglob("*.sql"), *(DBT_DIR / folder).rglob("*.yml")]
+    return [f for f in files if f.exists()]
+
+
+KEEP_DBT_RUNS = 10
+
+
+def dbt_run_target(home: Path, name: str) -> Path:
+    """A new folder for one dbt invocation's artefacts (compiled SQL, run results, its log)
+    under `$CHATLAKE_HOME/dbt-runs/`, beside the platform's other run state rather than in
+    the project; the oldest beyond the last `KEEP_DBT_RUNS` are removed."""
+    import shutil
+    import uuid
+
+    runs = home / "dbt-runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for old in sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime)[: -KEEP_DBT_RUNS + 1]:
+        shutil.rmtree(old, ignore_errors=True)
+    target = runs / f"{name}-{uuid.uuid4().hex[:8]}"
+    target.mkdir()
+    return target
 
 
 def window(context: dg.AssetExecutionContext) -> tuple[date, date]:

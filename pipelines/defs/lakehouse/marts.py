@@ -11,6 +11,7 @@ writes it.
 
 import json
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -22,7 +23,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from pipelines.common import DAILY, dbt_project, window
+from pipelines.common import DAILY, dbt_project, dbt_run_target, window
 from pipelines.defs.resources import WarehouseResource
 
 PROJECT = dbt_project()
@@ -46,8 +47,10 @@ class Translator(DagsterDbtTranslator):
 def dbt_models(
     context: AssetExecutionContext,
     dbt: DbtCliResource,
-    warehouse: WarehouseResource,  # unused: required for the pipeline lock it holds
+    warehouse: WarehouseResource,  # required for the pipeline lock it holds
 ) -> Iterator[Any]:
     first, last = window(context)
     days = {"min_day": first.isoformat(), "max_day": last.isoformat()}
-    yield from dbt.cli(["build", "--vars", json.dumps(days)], context=context).stream()
+    target = dbt_run_target(Path(warehouse.home), f"warehouse-{context.run.run_id[:8]}")
+    invocation = dbt.cli(["build", "--vars", json.dumps(days)], context=context, target_path=target)
+    yield from invocation.stream()
