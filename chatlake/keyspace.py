@@ -36,6 +36,33 @@ def ingest_lease(consumer: str) -> str:
     return f"cl:ingest:lease:{consumer}"
 
 
+def relay_lease(shard: str) -> str:
+    """String: the one process relaying a shard of the outboxes to Kafka ("all": every
+    tenant's)."""
+    return f"cl:relay:lease:{shard}"
+
+
+def relay_stats(shard: str) -> str:
+    """String: JSON of a relay shard's last batch and totals."""
+    return f"cl:relay:stats:{shard}"
+
+
+def kafka_ingest_workers(topic: str) -> str:
+    """Sorted set: the Kafka ingest workers of a topic alive (score: when their heartbeat
+    expires, ms since the epoch)."""
+    return f"cl:kafka-ingest:workers:{topic}"
+
+
+def kafka_ingest_stats(topic: str) -> str:
+    """Hash: Kafka ingest worker name -> JSON stats of its last batch and totals."""
+    return f"cl:kafka-ingest:stats:{topic}"
+
+
+def kafka_partition_lease(topic: str, partition: int) -> str:
+    """String: the Kafka ingest worker that owns a partition of the events topic."""
+    return f"cl:kafka-ingest:lease:{topic}:{partition}"
+
+
 # Set: every tenant id (added when a tenant is created). With KNOWN_TENANTS_COMPLETE set
 # it is the whole list, and an id not in it is answered without asking PostgreSQL.
 KNOWN_TENANTS = "cl:tenants:known"
@@ -126,6 +153,13 @@ class TenantKeyspace:
         """Hash: user_key -> the key that seals that subject's free text kept in stores
         that cannot be scrubbed byte by byte (chatlake/subject_keys.py)."""
         return f"{self.prefix}:subject-keys"
+
+    @property
+    def bus_keys(self) -> str:
+        """Hash: user_key -> the key that seals that subject's events on the Kafka bus
+        (chatlake/bus.py); apart from `subject_keys`, which the review queue's rebuild
+        prunes, because a record in Kafka may still wait for the ingest."""
+        return f"{self.prefix}:bus-keys"
 
     def erasure_key(self, request_id: str) -> str:
         """String: the key that opens an erasure request's sealed subject (destroyed when

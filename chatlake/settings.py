@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     lake_uri: str | None = None
     event_bus: Literal["redis", "kafka"] = "redis"
     kafka_bootstrap: str | None = None
+    # the events topic (created by `chatlake relay` if missing): partitions bound how many
+    # ingest workers share the load; replication is the cluster's to give (1 on one broker)
+    kafka_topic: str = "chatlake.events"
+    kafka_partitions: int = Field(default=12, ge=1, le=10_000)
+    kafka_replication: int = Field(default=1, ge=1, le=10)
     master_key: str | None = None
     # comma-separated former master keys, still accepted for opening during a rotation
     master_key_previous: str | None = None

@@ -21,9 +21,13 @@ from redis import Redis
 from chatlake.keyspace import TenantKeyspace
 
 
-def seal_texts(redis: Redis, tenant_id: str, items: list[tuple[str, str]]) -> list[bytes]:
-    """Seal each (user_key, text) under its subject's key, creating keys as needed."""
-    hash_name = TenantKeyspace(tenant_id).subject_keys
+def seal_texts(
+    redis: Redis, tenant_id: str, items: list[tuple[str, str]], bus: bool = False
+) -> list[bytes]:
+    """Seal each (user_key, text) under its subject's key, creating keys as needed (`bus`:
+    the keys of events on the Kafka bus)."""
+    keyspace = TenantKeyspace(tenant_id)
+    hash_name = keyspace.bus_keys if bus else keyspace.subject_keys
     subjects = sorted({user_key for user_key, _ in items})
     keys: dict[str, bytes] = {}
     if subjects:
@@ -36,10 +40,14 @@ def seal_texts(redis: Redis, tenant_id: str, items: list[tuple[str, str]]) -> li
     return [Fernet(keys[user_key]).encrypt(text.encode()) for user_key, text in items]
 
 
-def open_texts(redis: Redis, tenant_id: str, items: list[tuple[str, bytes]]) -> list[str | None]:
+def open_texts(
+    redis: Redis, tenant_id: str, items: list[tuple[str, bytes]], bus: bool = False
+) -> list[str | None]:
     """Open each (user_key, sealed); None where the subject's key is gone (erased)."""
+    keyspace = TenantKeyspace(tenant_id)
+    hash_name = keyspace.bus_keys if bus else keyspace.subject_keys
     subjects = sorted({user_key for user_key, _ in items})
-    found: Any = redis.hmget(TenantKeyspace(tenant_id).subject_keys, subjects) if subjects else []
+    found: Any = redis.hmget(hash_name, subjects) if subjects else []
     keys = dict(zip(subjects, found, strict=True))
     opened: list[str | None] = []
     for user_key, sealed in items:
@@ -62,12 +70,16 @@ def prune_subject_keys(redis: Redis, tenant_id: str, keep: set[str]) -> int:
 
 
 def destroy_subject_key(redis: Redis, tenant_id: str, user_key: str) -> bool:
-    """Forget the subject's key (the caller rewrites the append-only file)."""
-    return bool(redis.hdel(TenantKeyspace(tenant_id).subject_keys, user_key))
+    """Forget the subject's keys, the review queue's and the bus's (the caller rewrites the
+    append-only file)."""
+    keyspace = TenantKeyspace(tenant_id)
+    destroyed = [redis.hdel(name, user_key) for name in (keyspace.subject_keys, keyspace.bus_keys)]
+    return any(destroyed)
 
 
 def subject_key_exists(redis: Redis, tenant_id: str, user_key: str) -> bool:
-    return bool(redis.hexists(TenantKeyspace(tenant_id).subject_keys, user_key))
+    keyspace = TenantKeyspace(tenant_id)
+    return any(redis.hexists(name, user_key) for name in (keyspace.subject_keys, keyspace.bus_keys))
 
 
 def rewrite_aof(redis: Redis, timeout_s: float = 120.0) -> None:

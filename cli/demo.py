@@ -115,20 +115,35 @@ async def _seed(settings: Settings, api_key: str, days: int, per_day: int) -> di
 
 
 def wait_for_ingest(settings: Settings, tenant_id: str, timeout_s: float = 120.0) -> None:
-    """Until the ingest worker has written every event of the tenant's stream to the lake."""
+    """Until the running ingest worker (and on Kafka, the relay before it) has written
+    every event of the tenant's stream to the lake."""
     from chatlake.embedded import Services
     from chatlake.keyspace import TenantKeyspace, redis_sync_client
 
     redis = redis_sync_client(Services(settings).endpoints().redis_url)
     stream = TenantKeyspace(tenant_id).events
     deadline = time.monotonic() + timeout_s
+
+    def waiting() -> None:
+        if time.monotonic() > deadline:
+            raise ChatlakeError("the ingest worker did not write the demo's events in time")
+        time.sleep(0.5)
+
     try:
-        while redis.xlen(stream):
-            if time.monotonic() > deadline:
-                raise ChatlakeError("the ingest worker did not write the demo's events in time")
-            time.sleep(0.5)
+        while redis.xlen(stream):  # in the lake (Redis bus), or in Kafka (the relay's)
+            waiting()
     finally:
         redis.close()
+    if settings.event_bus == "kafka":
+        from chatlake.bus import bootstrap_servers
+        from lake.kafka_ingest import kafka_consumer, kafka_lag
+
+        consumer = kafka_consumer(bootstrap_servers(settings), 1000)
+        try:
+            while sum(kafka_lag(consumer, settings.lake_root, settings.kafka_topic).values()):
+                waiting()
+        finally:
+            consumer.close()
 
 
 @contextmanager

@@ -192,6 +192,8 @@ class Launcher:
         )
         ingest = Child("ingest", [sys.executable, "-m", "chatlake", "ingest"])
         children = [api, ingest]
+        if self.settings.event_bus == "kafka":  # the outboxes to Kafka, for the ingest
+            children.append(Child("relay", [sys.executable, "-m", "chatlake", "relay"]))
         if self.dagster:
             children += self._dagster_children()
         if self.dashboards:
@@ -243,7 +245,8 @@ class Launcher:
         migration = upgrade(self.services.endpoints().database_url)
         demo = seed_demo_tenant(self.settings)
         planned = self._planned_children()
-        for child in planned[:2]:  # the API and the ingest worker
+        core = 3 if self.settings.event_bus == "kafka" else 2
+        for child in planned[:core]:  # the API, the ingest worker (and the relay)
             self._start(child)
         api = planned[0]
         self._until(lambda: api.status == "up", api.ready_timeout, api)
@@ -256,9 +259,9 @@ class Launcher:
             self._until(lambda: seed.status != "running", None)
             if seed.status != "done":
                 print("the demo seed failed; `up` retries it in the background", file=sys.stderr)
-        for child in planned[2:]:
+        for child in planned[core:]:
             self._start(child)
-        for child in planned[2:]:
+        for child in planned[core:]:
             self._until(lambda c=child: c.status == "up", child.ready_timeout)
         return {"services": started, "migration": migration, "demo": demo}
 
@@ -447,12 +450,19 @@ def banner(
         if dashboards_port
         else []
     )  # fmt: skip
+    bus = (
+        [f"  event bus      Kafka {settings.kafka_bootstrap}, topic {settings.kafka_topic} "
+         "(relay running)"]
+        if settings.event_bus == "kafka"
+        else []
+    )  # fmt: skip
     return "\n".join(
         [
             "chatlake is up.",
             f"  API            {base}  (docs {base}/docs)",
             f"  metrics        {base}/metrics",
             "  lake ingest    running  (chatlake ingest --status)",
+            *bus,
             *dagster,
             *dashboards,
             f"  home           {settings.home}  (logs in {log_dir})",

@@ -12,14 +12,16 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any
 
 import typer
 
 from chatlake.errors import ChatlakeError
-from chatlake.settings import get_settings
+from chatlake.settings import Settings, get_settings
 
 app = typer.Typer(
     help="chatlake: a multi-tenant chatbot platform built as a conversational lakehouse.",
@@ -86,6 +88,7 @@ def up(
     import signal
 
     from cli.launcher import Launcher, banner
+    from realtime.platform import check_event_bus
 
     # Ctrl-C stops everything, even when `up` was started from something that ignores
     # SIGINT (a shell's background job, nohup); SIGTERM too, whatever `up` is doing
@@ -93,6 +96,7 @@ def up(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     settings = get_settings()
+    check_event_bus(settings)
     launcher = Launcher(
         settings, port, workers, dagster=not no_dagster, dashboards=not no_dashboards,
         dagster_port=dagster_port, dashboards_port=dashboards_port, seed=not no_seed,
@@ -172,7 +176,6 @@ def ingest(
     ] = 1000,
 ) -> None:
     """Stream the event log into the Delta lake, exactly once (long-running)."""
-    import signal
 
     from chatlake.embedded import Services
     from chatlake.keyspace import redis_sync_client
@@ -181,6 +184,9 @@ def ingest(
 
     settings = get_settings()
     redis = redis_sync_client(Services(settings).endpoints().redis_url)
+    if settings.event_bus == "kafka":
+        _ingest_kafka(settings, redis, once, status, consumer, batch_size, max_latency_ms)
+        return
     if status:
         emit(ingest_status(redis, settings.lake_root))
         return
@@ -212,17 +218,123 @@ def ingest(
     worker.on_batch = lambda r: log.info(
         "batch", version=r.version, entries=r.entries, rows=r.rows, seconds=round(r.seconds, 3)
     )
-    stopping = False
+    log.info("ingest_started", consumer=worker.consumer, lake=settings.lake_root)
+    worker.run(_until_signalled())
+    log.info("ingest_stopped", consumer=worker.consumer, **worker.totals)
+
+
+def _until_signalled() -> Callable[[], bool]:
+    """A `should_stop` that turns true on SIGTERM or SIGINT (a worker's clean stop)."""
+    import signal
+
+    stopping: list[bool] = []
 
     def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.append(True)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("ingest_started", consumer=worker.consumer, lake=settings.lake_root)
-    worker.run(lambda: stopping)
-    log.info("ingest_stopped", consumer=worker.consumer, **worker.totals)
+    return lambda: bool(stopping)
+
+
+def _ingest_kafka(
+    settings: Settings,
+    redis: Any,
+    once: bool,
+    status: bool,
+    consumer: str | None,
+    batch_size: int,
+    max_latency_ms: int,
+) -> None:
+    """`chatlake ingest` on the Kafka bus (lake/kafka_ingest.py)."""
+    from chatlake.bus import bootstrap_servers, ensure_topic
+    from lake.kafka_ingest import KafkaIngestWorker, kafka_consumer, kafka_status
+
+    bootstrap = bootstrap_servers(settings)
+    if not status:
+        ensure_topic(settings)  # the relay may not have made it yet
+    kafka = kafka_consumer(bootstrap, batch_size)
+    try:
+        if status:
+            emit(kafka_status(redis, kafka, settings.lake_root, settings.kafka_topic))
+            return
+        name = consumer or f"{socket.gethostname()}-kafka-1"
+        if once:
+            name = consumer or f"{name}-once-{os.getpid()}"
+        worker = KafkaIngestWorker(
+            redis, settings.lake_root, kafka, settings.kafka_topic, name=name,
+            batch_size=batch_size, max_latency_ms=max_latency_ms, join=not once,
+        )  # fmt: skip
+        if once:
+            results = worker.drain()
+            rows: dict[str, int] = {}
+            for result in results:
+                for table, count in result.rows.items():
+                    rows[table] = rows.get(table, 0) + count
+            emit({"consumer": name, "bus": "kafka", "batches": len(results),
+                  "records": sum(r.records for r in results), "rows": rows,
+                  "copies_dropped": sum(r.copies for r in results),
+                  "erased_dropped": sum(r.erased for r in results)})  # fmt: skip
+            return
+        import structlog
+
+        from chatlake.logconfig import configure_logging
+
+        configure_logging(settings.log_level)
+        log = structlog.get_logger("chatlake.ingest")
+        worker.on_batch = lambda r: log.info(
+            "batch", records=r.records, rows=r.rows, copies=r.copies, erased=r.erased,
+            seconds=round(r.seconds, 3),
+        )  # fmt: skip
+        log.info("ingest_started", consumer=name, bus="kafka", topic=settings.kafka_topic)
+        worker.run(_until_signalled())
+        log.info("ingest_stopped", consumer=name, **worker.totals)
+    finally:
+        kafka.close()
+
+
+@app.command()
+def relay(
+    once: Annotated[bool, typer.Option("--once", help="Relay what is waiting, then exit")] = False,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(help="Relay only this tenant's outbox (repeat for a shard of tenants)"),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Entries per produce batch")] = 2000,
+) -> None:
+    """Relay the tenants' event outboxes (Redis streams) to Kafka (CHATLAKE_EVENT_BUS=kafka;
+    long-running, one active relay per shard, others wait as standbys)."""
+    from chatlake.bus import bootstrap_servers, ensure_topic
+    from chatlake.embedded import Services
+    from chatlake.keyspace import redis_sync_client
+    from realtime.relay import OutboxRelay, kafka_producer
+
+    settings = get_settings()
+    if settings.event_bus != "kafka":
+        raise ChatlakeError("the relay moves the outboxes to Kafka: set CHATLAKE_EVENT_BUS=kafka")
+    bootstrap = bootstrap_servers(settings)
+    redis = redis_sync_client(Services(settings).endpoints().redis_url)
+    topic = ensure_topic(settings)
+    producer = kafka_producer(bootstrap)
+    worker = OutboxRelay(
+        redis, producer, settings.kafka_topic, settings.secret("pseudonym_key"),
+        batch_size=batch_size, tenants=frozenset(tenant) if tenant else None,
+    )  # fmt: skip
+    try:
+        if once:
+            emit({**topic, "relayed": worker.drain(), **worker.totals})
+            return
+        import structlog
+
+        from chatlake.logconfig import configure_logging
+
+        configure_logging(settings.log_level)
+        log = structlog.get_logger("chatlake.relay")
+        log.info("relay_started", **topic, shard=worker.shard)
+        worker.run(_until_signalled())
+        log.info("relay_stopped", **worker.totals)
+    finally:
+        producer.close()
 
 
 def _day(value: str | None, option: str) -> date | None:

@@ -22,7 +22,7 @@ A consumer name is held by one process at a time (a lease in Redis, renewed whil
 runs): two processes under one name would share one app transaction, and the loser of
 their commit race would take the winner's version for its own and acknowledge entries
 that never reached the lake. A lease left by a killed process on this host is taken over
-at once; elsewhere it expires after `LEASE_MS`.
+at once; elsewhere it expires after `LEASE_MS` (chatlake/leases.py).
 
 A running worker survives the lake failing under it as it survives Redis dropping out:
 on a Delta or storage error (its log cleaned by erasure or retention, a commit that kept
@@ -39,7 +39,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -58,9 +57,9 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from chatlake.errors import ChatlakeError
-from chatlake.keyspace import EVENT_STREAMS, ingest_inflight, ingest_lease, ingest_stats
-from chatlake.streams import GROUP, stream_status
+from chatlake.keyspace import ingest_inflight, ingest_lease, ingest_stats
+from chatlake.leases import Lease, LeaseTaken
+from chatlake.streams import GROUP, entry_key, event_streams, stream_status, trim_acknowledged
 from lake.schemas import BRONZE_TABLES, CONVERSATION_EVENTS_TABLE, MESSAGES_TABLE
 from lake.writer import DeltaAppender, open_table, table_uri
 
@@ -71,26 +70,9 @@ for _event_schema, _ in BRONZE_TABLES.values():
         _ALL_FIELDS.setdefault(_field.name, _field.with_nullable(True))
 ANY_EVENT = pa.schema(list(_ALL_FIELDS.values()))
 FAILPOINT_ENV = "CHATLAKE_INGEST_FAILPOINT"
-LEASE_MS = 30_000
 MAX_BACKOFF_S = 30.0
 _log = structlog.get_logger("chatlake.ingest")
 
-# Take the lease when it is ours (a renewal: 1), free (2: another process may have used
-# the name since we last held it), or held by the holder we were told is dead (ARGV[3]);
-# else answer who holds it.
-_CLAIM = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] or holder == false or holder == ARGV[3] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  if holder == ARGV[1] then return 1 end
-  return 2
-end
-return holder
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 # Delete the consumer from the stream's group only if nothing delivered to it is still
 # unacknowledged: DELCONSUMER drops its pending entries, which no one could recover then.
 _LEAVE = """
@@ -101,26 +83,12 @@ return -1
 """
 
 
-class ConsumerBusy(ChatlakeError):
+class ConsumerBusy(LeaseTaken):
     """Another live process runs this consumer name."""
 
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}-1"
-
-
-def _dead_here(holder: str) -> bool:
-    """Whether the lease holder was a process on this host that no longer runs."""
-    host, pid = holder.rsplit(":", 2)[:2]
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError):
-        return False
-    return False
 
 
 def _failpoint(name: str) -> None:
@@ -131,11 +99,6 @@ def _failpoint(name: str) -> None:
 
 def _raw_reply(response: Any, **_: Any) -> Any:
     return response
-
-
-def _next_id(entry_id: str) -> str:
-    ms, _, seq = entry_id.partition("-")
-    return f"{ms}-{int(seq or 0) + 1}"
 
 
 def split_events(raw_events: list[bytes]) -> dict[str, pa.Table]:
@@ -160,11 +123,6 @@ def split_events(raw_events: list[bytes]) -> dict[str, pa.Table]:
         dates = pc.cast(subset.column("created_at"), pa.date32())
         tables[name] = subset.append_column(table_schema.field("date"), dates)
     return tables
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 @dataclass
@@ -193,9 +151,9 @@ class Batch:
         inside: dict[str, list[tuple[str, bytes | None]]] = {}
         rest: dict[str, list[tuple[str, bytes | None]]] = {}
         for stream, items in self.entries.items():
-            low, high = (_id_key(x) for x in ranges.get(stream, ("0-0", "0-0")))
+            low, high = (entry_key(x) for x in ranges.get(stream, ("0-0", "0-0")))
             for item in items:
-                inside_range = stream in ranges and low <= _id_key(item[0]) <= high
+                inside_range = stream in ranges and low <= entry_key(item[0]) <= high
                 (inside if inside_range else rest).setdefault(stream, []).append(item)
         return Batch(inside), Batch(rest)
 
@@ -240,75 +198,26 @@ class IngestWorker:
         self._untrimmed: set[str] = set()
         self._last_trim = 0.0
         self.totals = {"batches": 0, "entries": 0, "rows": 0}
-        self._lease_token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-        self._lease_held = threading.Event()
-        self._leased = False  # between `claim` and `release`, even once the lease is lost
+        self.lease = Lease(self.redis, ingest_lease(self.consumer))
 
     # --- the consumer's lease -----------------------------------------------------------
 
     def claim(self) -> None:
         """Take the consumer's lease (ConsumerBusy if a live process holds it) and keep it
         renewed on a thread until `release`."""
-        key = ingest_lease(self.consumer)
-        holder: Any = self.redis.eval(_CLAIM, 1, key, self._lease_token, LEASE_MS, "")
-        if holder not in (1, 2):
-            holder = holder.decode()
-            if not _dead_here(holder):
-                host, pid = holder.rsplit(":", 2)[:2]
-                raise ConsumerBusy(
-                    f"ingest consumer {self.consumer!r} is already running (pid {pid} on "
-                    f"{host}); give this one another --consumer name"
-                )
-            _log.warning("ingest_lease_taken_over", consumer=self.consumer, dead=holder)
-            if self.redis.eval(_CLAIM, 1, key, self._lease_token, LEASE_MS, holder) != 2:
-                raise ConsumerBusy(f"ingest consumer {self.consumer!r} was just taken")
-        self._leased = True
-        if not self._lease_held.is_set():
-            self._lease_held.set()
-            threading.Thread(target=self._keep_lease, name="ingest-lease", daemon=True).start()
-
-    def _keep_lease(self) -> None:
-        while self._lease_held.is_set():
-            time.sleep(LEASE_MS / 3000)
-            try:
-                if self._lease_held.is_set():
-                    self._renew()
-            except ConsumerBusy:
-                return
-            except Exception as exc:  # Redis away: the next beat or commit tries again
-                _log.warning("ingest_lease_renewal_failed", consumer=self.consumer, error=str(exc))
-
-    def _renew(self) -> None:
-        """Keep the lease; ConsumerBusy when it was lost, or lapsed (then another process
-        may have committed under the name: `run` recovers, with the lake's version)."""
-        key = ingest_lease(self.consumer)
-        if self.redis.eval(_CLAIM, 1, key, self._lease_token, LEASE_MS, "") != 1:
-            self._lease_held.clear()
-            raise ConsumerBusy(f"ingest consumer {self.consumer!r} lost its lease")
+        try:
+            self.lease.claim(f"ingest consumer {self.consumer!r}")
+        except LeaseTaken as exc:
+            raise ConsumerBusy(f"{exc}; give this one another --consumer name") from None
 
     def release(self) -> None:
         """Give the lease back (a stopped worker's name is free at once)."""
-        self._leased = False
-        if self._lease_held.is_set():
-            self._lease_held.clear()
-            self.redis.eval(_RELEASE, 1, ingest_lease(self.consumer), self._lease_token)
+        self.lease.release()
 
     # --- streams and groups -------------------------------------------------------------
 
     def streams(self) -> list[str]:
-        members: Any = self.redis.smembers(EVENT_STREAMS)
-        streams = sorted(s.decode() for s in members)
-        if self.only_streams is not None:
-            streams = [s for s in streams if s in self.only_streams]
-        for stream in streams:
-            if stream not in self._groups:
-                try:
-                    self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-                except ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        raise
-                self._groups.add(stream)
-        return streams
+        return event_streams(self.redis, GROUP, self._groups, self.only_streams)
 
     def _read(self, starts: Any, block_ms: int | None, count: int | None = None) -> Batch | None:
         if not starts:
@@ -423,10 +332,11 @@ class IngestWorker:
             self.totals["missing"] = self.totals.get("missing", 0) + missing
             _log.error("ingest_entries_missing", consumer=self.consumer, entries=missing)
         inflight = ingest_inflight(self.consumer)
-        if self._leased:  # never commit under a name another process may have used
-            if not self._lease_held.is_set():  # the keeper found it lost or lapsed
-                raise ConsumerBusy(f"ingest consumer {self.consumer!r} lost its lease")
-            self._renew()
+        if self.lease.claimed:  # never commit under a name another process may have used
+            try:
+                self.lease.check()
+            except LeaseTaken:
+                raise ConsumerBusy(f"ingest consumer {self.consumer!r} lost its lease") from None
         self.redis.hset(
             inflight, mapping={"version": batch.version, "ranges": orjson.dumps(batch.ranges)}
         )
@@ -466,14 +376,7 @@ class IngestWorker:
         streams, self._untrimmed = self._untrimmed, set()
         self._last_trim = time.monotonic()
         for stream in streams:
-            # The last delivered id first: anything delivered after this read has a larger
-            # id and survives the trim, whether or not XPENDING below saw it.
-            group = next(g for g in self.redis.xinfo_groups(stream) if g["name"].decode() == GROUP)
-            min_id = _next_id(group["last-delivered-id"].decode())
-            summary = self.redis.xpending(stream, GROUP)
-            if summary["pending"] and _id_key(summary["min"].decode()) < _id_key(min_id):
-                min_id = summary["min"].decode()
-            self.redis.xtrim(stream, minid=min_id, approximate=False)
+            trim_acknowledged(self.redis, stream, GROUP)
 
     def _record(self, result: BatchResult) -> None:
         self.totals["batches"] += 1
@@ -556,7 +459,7 @@ class IngestWorker:
         try:
             while not should_stop():
                 try:
-                    if not self._lease_held.is_set():
+                    if not self.lease.held.is_set():
                         self.claim()
                     self.recover()
                     with closing(self._prefetched(self.max_latency_ms, should_stop)) as batches:

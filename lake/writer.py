@@ -21,6 +21,7 @@ Faults it rides out (each attempt is made under the table's writer lock, lake/lo
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -105,21 +106,45 @@ class DeltaAppender:
         Returns True when this call wrote the rows, False when they were already there.
         Raises the last error when `COMMIT_ATTEMPTS` attempts failed.
         """
+
+        def select(table: DeltaTable) -> tuple[pa.Table, list[Transaction]] | None:
+            if (table.transaction_version(app_id) or 0) >= version:
+                return None
+            return rows, [Transaction(app_id=app_id, version=version)]
+
+        return self.append_selected(select, {"writer": app_id, "batch": str(version),
+                                             **(metadata or {})})  # fmt: skip
+
+    def append_selected(
+        self,
+        select: Callable[[DeltaTable], tuple[pa.Table, list[Transaction]] | None],
+        metadata: dict[str, str] | None = None,
+    ) -> bool:
+        """One commit of what `select` picks, given the table's latest version, with the
+        app transactions it names; nothing when it picks None. `select` runs again on
+        every attempt (after a conflict the table holds what won it), so it can leave out
+        what is already there, as `append` does by one app transaction's version.
+
+        Returns True when a commit was made. Raises the last error when `COMMIT_ATTEMPTS`
+        attempts failed.
+        """
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             with locks.writing(self.uri):
-                if self.committed_version(app_id, refresh=True) >= version:
+                self.refresh()
+                picked = select(self.table)
+                if picked is None:
                     return False
+                rows, transactions = picked
                 started = time.time()
                 try:
-                    self._write(rows, app_id, version, metadata)
+                    self._write(rows, transactions, metadata)
                     return True
                 except DeltaError as exc:
                     removed = self._remove_uncommitted(rows, started)
                     _log.warning(
                         "lake_commit_failed",
                         table=self.name,
-                        app_id=app_id,
-                        version=version,
+                        transactions={t.app_id: t.version for t in transactions[:4]},
                         attempt=attempt,
                         files_removed=removed,
                         error=str(exc),
@@ -130,7 +155,7 @@ class DeltaAppender:
         raise AssertionError("unreachable")
 
     def _write(
-        self, rows: pa.Table, app_id: str, version: int, metadata: dict[str, str] | None
+        self, rows: pa.Table, transactions: list[Transaction], metadata: dict[str, str] | None
     ) -> None:
         write_deltalake(
             self.table,
@@ -139,8 +164,8 @@ class DeltaAppender:
             partition_by=PARTITION_BY,
             schema_mode="merge",  # columns added to the event since the table was made
             commit_properties=CommitProperties(
-                app_transactions=[Transaction(app_id=app_id, version=version)],
-                custom_metadata={"writer": app_id, "batch": str(version), **(metadata or {})},
+                app_transactions=transactions,
+                custom_metadata=metadata or {},
             ),
         )
 

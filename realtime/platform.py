@@ -11,9 +11,9 @@ from httpx_aiohttp import HttpxAiohttpClient
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from chatlake.bus import bootstrap_servers
 from chatlake.db import AppPool, open_app_pool
 from chatlake.embedded import Endpoints, Services
-from chatlake.errors import ConfigError
 from chatlake.keyspace import redis_client, redis_sync_client
 from chatlake.secrets import secret_box
 from chatlake.settings import Settings
@@ -35,11 +35,10 @@ from realtime.state import ConversationStore
 
 
 def check_event_bus(settings: Settings) -> None:
-    if settings.event_bus != "redis":
-        raise ConfigError(
-            f"CHATLAKE_EVENT_BUS={settings.event_bus} is not available in this build; "
-            "the event log is the Redis stream (CHATLAKE_EVENT_BUS=redis)"
-        )
+    """With Kafka the API is unchanged (its Redis stream is the relay's outbox), but the
+    bootstrap servers must be named for the relay and the ingest."""
+    if settings.event_bus == "kafka":
+        bootstrap_servers(settings)
 
 
 def _utc_now() -> datetime:

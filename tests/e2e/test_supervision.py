@@ -10,13 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import psutil
 
 from tests.utils.processes import READY_LINE, up_banner
+from tests.utils.processes import descendant as _process
+from tests.utils.processes import stop_stores as _stop_stores
+from tests.utils.processes import until as _until
 
 CHATLAKE = str(Path(sys.executable).parent / "chatlake")
 
@@ -37,16 +39,6 @@ def _up(home: Path, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _until(what, timeout_s: float, message: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = what()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(message)
-
-
 def _wait_banner(proc: subprocess.Popen[str], timeout_s: float = 180) -> str:
     output = up_banner(proc, timeout_s)
     if READY_LINE not in output:
@@ -54,28 +46,11 @@ def _wait_banner(proc: subprocess.Popen[str], timeout_s: float = 180) -> str:
     return output
 
 
-def _process(up: psutil.Process, *words: str) -> psutil.Process | None:
-    """The descendant of `up` running `chatlake … words` (not its guard)."""
-    for process in up.children(recursive=True):
-        try:
-            line = process.cmdline()
-        except psutil.Error:
-            continue
-        if "cli.guard" not in line and all(w in line for w in words):
-            return process
-    return None
-
-
 def _components(port: int) -> dict:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()["components"]
     except (httpx.HTTPError, ValueError, KeyError):
         return {}
-
-
-def _stop_stores(home: Path) -> None:
-    subprocess.run([CHATLAKE, "services", "stop"], env={**os.environ, "CHATLAKE_HOME": str(home)},
-                   capture_output=True, timeout=120)  # fmt: skip
 
 
 def test_children_and_stores_are_restarted_and_die_with_up(tmp_path):
