@@ -259,11 +259,27 @@ class Launcher:
             self._until(lambda: seed.status != "running", None)
             if seed.status != "done":
                 print("the demo seed failed; `up` retries it in the background", file=sys.stderr)
+        if self.dagster:
+            self._dagster_storage()
         for child in planned[core:]:
             self._start(child)
         for child in planned[core:]:
             self._until(lambda c=child: c.status == "up", child.ready_timeout)
         return {"services": started, "migration": migration, "demo": demo}
+
+    def _dagster_storage(self) -> None:
+        """Create (or migrate) the Dagster instance's SQLite storages once, from here: the
+        webserver's code server and the daemon, started together, would otherwise race to
+        create the same database and can leave two alembic heads in it, after which the
+        code location never loads (dagster-io/dagster#27390)."""
+        from pipelines.run import dagster_home
+
+        env = {**os.environ, "DAGSTER_HOME": dagster_home(self.settings)}
+        dagster = str(Path(sys.executable).parent / "dagster")
+        done = subprocess.run([dagster, "instance", "migrate"], env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        if done.returncode != 0:
+            raise ChatlakeError(f"dagster instance migrate failed: {done.stderr[-1000:]}")
 
     def _log_path(self, child: Child) -> Path:
         return self.settings.run_dir / f"{child.name}.log"

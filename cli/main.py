@@ -900,14 +900,28 @@ def bench_channels(
 
 @bench_app.command("ingest")
 def bench_ingest(
-    events: Annotated[int, typer.Option(min=1, help="Events to move")] = 1_000_000,
+    events: Annotated[
+        int | None, typer.Option(min=1, help="Events to move (1,000,000; Kafka: 200,000)")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Entries per batch")] = 5000,
+    bus: Annotated[
+        str, typer.Option(help="redis: stream -> Delta; kafka: outbox -> relay -> Kafka -> Delta")
+    ] = "redis",
+    partitions: Annotated[int, typer.Option(min=1, help="Kafka: the topic's partitions")] = 4,
     out: Annotated[str | None, typer.Option(help="JSON output file")] = None,
 ) -> None:
-    """Stream -> Delta throughput, against a bare drain and a single write_deltalake."""
+    """Event log -> Delta throughput, against ceilings measured in the same run (Redis: a
+    bare drain, a single write_deltalake; Kafka: a bare produce, a bare fetch, the same)."""
+    if bus == "kafka":
+        from bench.ingest_kafka import run as run_kafka
+
+        emit(run_kafka(get_settings(), events or 200_000, batch_size, partitions, out))
+        return
+    if bus != "redis":
+        raise ChatlakeError(f"--bus is redis or kafka, not {bus!r}")
     from bench.ingest import run
 
-    emit(run(get_settings(), events, batch_size, out))
+    emit(run(get_settings(), events or 1_000_000, batch_size, out))
 
 
 @bench_app.command("intents")

@@ -13,15 +13,21 @@ from chatlake.embedded import Endpoints, Services
 from chatlake.settings import Settings, get_settings
 from tests.utils.factories import TenantHandle, create_tenant
 
-# The longest files first: `make test` runs two workers (pytest-xdist, a file each at a
-# time), and a long file started last would leave the other worker idle at the end.
-LONGEST_FIRST = ["tests/e2e/test_up.py", "tests/e2e/test_bench.py",
-                 "tests/integration/test_billing.py", "tests/e2e/test_erasure.py",
-                 "tests/e2e/test_retraining.py", "tests/integration/test_pipeline_lock.py",
-                 "tests/e2e/test_clean_exit.py", "tests/e2e/test_supervision.py",
-                 "tests/e2e/test_compliance_jobs.py", "tests/e2e/test_erasure_models.py",
-                 "tests/integration/test_lake_faults.py",
-                 "tests/integration/test_retention.py"]  # fmt: skip
+# The longest files first (as measured by `--durations=0`): `make test` runs two workers
+# (pytest-xdist, a file each at a time), and a long file started last would leave the
+# other worker idle at the end.
+LONGEST_FIRST = ["tests/e2e/test_up.py", "tests/e2e/test_erasure.py",
+                 "tests/e2e/test_bench.py", "tests/integration/test_billing.py",
+                 "tests/e2e/test_bench_chaos.py", "tests/e2e/test_retraining.py",
+                 "tests/e2e/test_lakehouse.py", "tests/integration/test_pipeline_lock.py",
+                 "tests/e2e/test_erasure_models.py",
+                 "tests/integration/test_warehouse_relations.py",
+                 "tests/e2e/test_clean_exit.py", "tests/integration/test_kafka_bus.py",
+                 "tests/integration/test_retention.py", "tests/e2e/test_supervision.py",
+                 "tests/integration/test_dashboards.py",
+                 "tests/integration/test_lake_faults.py", "tests/e2e/test_cli.py",
+                 "tests/api/test_fuzz.py", "tests/e2e/test_compliance_jobs.py",
+                 "tests/e2e/test_up_kafka.py"]  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -94,6 +94,18 @@ def _subject_entries(redis: Redis, stream: str, user_id: str) -> list[Any]:
     ]
 
 
+def _kafka_note(settings: Settings) -> dict[str, Any]:
+    """On the Kafka bus, what the topic keeps of the subject and why it is unreadable."""
+    if settings.event_bus != "kafka":
+        return {}
+    return {
+        "kafka": f"The topic {settings.kafka_topic} keeps the subject's events until its "
+        "retention deletes them; each was sealed by the relay under the subject's bus key, "
+        "destroyed in this step (with the append-only file rewritten), so no copy can be "
+        "opened, and the ingest drops any it had not yet read."
+    }
+
+
 def erase_redis(redis: Redis, tenant_id: str, user_id: str, pseudonym: str) -> dict[str, Any]:
     keys = TenantKeyspace(tenant_id)
     index = keys.user_conversations(user_id)
@@ -458,7 +470,8 @@ def erase(
     # before the lake step: the labelled texts are read from silver
     label_events, label_words = subject_models(settings, tenant_id, pseudonym)
     steps = (
-        ("redis", lambda: erase_redis(redis, tenant_id, user_id, pseudonym), "redis_erased"),
+        ("redis", lambda: {**erase_redis(redis, tenant_id, user_id, pseudonym),
+                           **_kafka_note(settings)}, "redis_erased"),
         ("models", lambda: erase_models(settings, redis, tenant_id, label_events, request_id),
          None),
         ("lake", lambda: erase_lake(settings.lake_root, tenant_id, user_id, pseudonym,

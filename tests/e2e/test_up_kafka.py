@@ -13,9 +13,9 @@ import orjson
 import polars as pl
 import psutil
 
+from bench.engines import free_port, tansu_broker
 from lake.readers import scan
 from lake.schemas import MESSAGES_TABLE
-from tests.utils.engines import free_port, tansu_broker
 from tests.utils.processes import (
     CHATLAKE,
     READY_LINE,

@@ -16,15 +16,15 @@ import polars as pl
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from bench.engines import tansu_broker
 from chatlake.keyspace import redis_sync_client
 from chatlake.pii import pseudonymize, tenant_pseudonym_key
-from chatlake.subject_keys import destroy_subject_key, prune_subject_keys
+from chatlake.subject_keys import destroy_subject_key, open_texts, prune_subject_keys
 from lake.ingest import FAILPOINT_ENV as INGEST_FAILPOINT
 from lake.kafka_ingest import KafkaIngestWorker, kafka_consumer
 from lake.readers import scan
 from lake.schemas import CONVERSATION_EVENTS_TABLE, MESSAGES_TABLE
 from realtime.relay import FAILPOINT_ENV as RELAY_FAILPOINT
-from tests.utils.engines import tansu_broker
 from tests.utils.factories import send
 
 CHATLAKE = str(Path(sys.executable).parent / "chatlake")
@@ -268,3 +268,37 @@ def test_pruning_the_review_queues_keys_leaves_the_bus_keys_so_nothing_waiting_i
     assert ingested.returncode == 0, ingested.stderr
     assert orjson.loads(ingested.stdout)["erased_dropped"] == 0
     assert_exactly_once(bus, tenant, responses)
+
+
+def test_an_erasure_on_kafka_certifies_and_what_the_topic_keeps_of_the_subject_stays_unreadable(
+    client, tenant, bus, kafka, redis_sync
+):
+    kept = talk(client, tenant, users=1, turns=2, prefix="kept")
+    talk(client, tenant, users=1, turns=2, prefix="gone")
+    assert relay_once(tenant).returncode == 0
+    assert ingest_once().returncode == 0  # in the lake
+    talk(client, tenant, users=1, turns=1, prefix="gone")  # in Kafka only, not yet read
+    assert relay_once(tenant).returncode == 0
+    erased = cli(["erase", "--tenant", tenant.tenant_id, "--user", "gone-0"])
+    assert erased.stdout, erased.stderr[-3000:]
+    certificate = orjson.loads(erased.stdout)
+    assert certificate["verification"]["passed"], certificate["verification"]
+    assert bus.kafka_topic in certificate["stores"]["redis"]["kafka"]
+    lake = {t["table"]: t for t in certificate["stores"]["lake"]}
+    assert lake["bronze/messages"]["rows_deleted"] >= 4
+    ingested = orjson.loads(ingest_once().stdout)  # the record still waiting: dropped
+    assert ingested["erased_dropped"] >= 2 and ingested["rows"].get(MESSAGES_TABLE, 0) == 0
+    rows = scan(bus.lake_root, MESSAGES_TABLE, tenant.tenant_id).collect()
+    assert set(rows["user_id"]) == {"kept-0"}
+    expected = {r["message_id"] for r in kept} | {
+        reply["message_id"] for r in kept for reply in r["replies"]
+    }
+    assert set(rows["event_id"]) == expected
+    # the topic still holds the subject's records, sealed, and none can be opened now
+    pseudonym = pseudonymize("gone-0", tenant_pseudonym_key(bus.secret("pseudonym_key"),
+                                                           tenant.tenant_id))  # fmt: skip
+    records = topic_records(kafka, bus.kafka_topic)
+    theirs = [r.value for r in records if dict(r.headers)["subject"] == pseudonym.encode()]
+    assert len(theirs) >= 6 and not any(b"gone" in value for value in theirs)
+    opened = open_texts(redis_sync, tenant.tenant_id, [(pseudonym, v) for v in theirs], bus=True)
+    assert opened == [None] * len(theirs)
