@@ -26,6 +26,7 @@ from lake.readers import scan
 from lake.schemas import CONVERSATION_EVENTS_TABLE, MESSAGES_TABLE
 from realtime.relay import FAILPOINT_ENV as RELAY_FAILPOINT
 from tests.utils.factories import send
+from tests.utils.processes import until
 
 CHATLAKE = str(Path(sys.executable).parent / "chatlake")
 PARTITIONS = 4
@@ -302,3 +303,35 @@ def test_an_erasure_on_kafka_certifies_and_what_the_topic_keeps_of_the_subject_s
     assert len(theirs) >= 6 and not any(b"gone" in value for value in theirs)
     opened = open_texts(redis_sync, tenant.tenant_id, [(pseudonym, v) for v in theirs], bus=True)
     assert opened == [None] * len(theirs)
+
+
+def test_a_second_relay_waits_as_a_standby_and_takes_over_when_the_first_stops(
+    client, tenant, bus, kafka, redis_sync
+):
+    from realtime.relay import OutboxRelay, kafka_producer
+
+    def relay() -> OutboxRelay:
+        return OutboxRelay(redis_sync, kafka_producer([kafka]), bus.kafka_topic,
+                           bus.secret("pseudonym_key"), max_latency_ms=100,
+                           tenants=frozenset({tenant.tenant_id}))  # fmt: skip
+
+    first, second = relay(), relay()
+    stops = [threading.Event(), threading.Event()]
+    threads = [threading.Thread(target=r.run, args=(s.is_set,)) for r, s in
+               zip((first, second), stops, strict=True)]  # fmt: skip
+    threads[0].start()
+    until(lambda: first.lease.held.is_set(), 30, "the first relay did not start")
+    threads[1].start()
+    before = talk(client, tenant, users=1, turns=2, prefix="before")
+    until(lambda: first.totals["records"] > 0, 30, "the first relay sent nothing")
+    assert second.totals["records"] == 0 and not second.lease.held.is_set()  # a standby
+    stops[0].set()
+    threads[0].join(timeout=30)
+    after = talk(client, tenant, users=1, turns=2, prefix="after")
+    until(lambda: second.totals["records"] > 0, 30, "the standby did not take over")
+    stops[1].set()
+    threads[1].join(timeout=30)
+    for worker in (first, second):
+        worker.producer.close()
+    assert ingest_once().returncode == 0
+    assert_exactly_once(bus, tenant, before + after)
