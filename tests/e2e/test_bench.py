@@ -92,7 +92,7 @@ def test_bench_startup_measures_the_api_process_against_a_minimal_one(services, 
     assert written["full_vs_stack"]["rss_mib"] > 0 and written["full_vs_stack"]["ready_s"] > 0
 
 
-@pytest.mark.parametrize("bus", ["redis", "kafka"])
+@pytest.mark.parametrize("bus", ["redis", pytest.param("kafka", marks=pytest.mark.scale)])
 def test_bench_ingest_moves_every_event_and_writes_ratios_of_its_ceilings(
     services, home, tmp_path, bus
 ):

@@ -12,6 +12,7 @@ import httpx
 import orjson
 import polars as pl
 import psutil
+import pytest
 
 from bench.engines import free_port, tansu_broker
 from lake.readers import scan
@@ -24,6 +25,8 @@ from tests.utils.processes import (
     until,
     up_banner,
 )
+
+pytestmark = pytest.mark.scale
 
 
 def _env(home: Path, bootstrap: str) -> dict[str, str]:

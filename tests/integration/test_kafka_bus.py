@@ -28,6 +28,7 @@ from realtime.relay import FAILPOINT_ENV as RELAY_FAILPOINT
 from tests.utils.factories import send
 from tests.utils.processes import until
 
+pytestmark = pytest.mark.scale
 CHATLAKE = str(Path(sys.executable).parent / "chatlake")
 PARTITIONS = 4
 
